@@ -1,0 +1,163 @@
+//! `llm-egress run`: CA, policy, audit, listeners, signals; then serve until stopped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{AuditEvent, Auditor, ChainKey, EventKind, CHAIN_KEY_FILE};
+use crate::metrics::Metrics;
+use crate::tls::ca::{CaFiles, CertAuthority};
+use crate::App;
+
+/// Options of `run` after CLI and environment parsing.
+pub struct RunOptions {
+    /// Policy file or directory.
+    pub policy: PathBuf,
+    /// Proxy listen address (flag or env); None: policy, then default.
+    pub listen: Option<SocketAddr>,
+    /// Admin listen address.
+    pub admin: Option<SocketAddr>,
+    /// CA directory.
+    pub certs: PathBuf,
+    /// Audit file.
+    pub audit: Option<PathBuf>,
+    /// How long to drain on shutdown.
+    pub drain: Duration,
+}
+
+/// Default proxy address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8480";
+/// Default admin address.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:8481";
+
+/// Runs the proxy until SIGTERM / SIGINT.
+pub async fn run(opts: RunOptions) -> Result<()> {
+    let (files, created) = CaFiles::load_or_create(&opts.certs)?;
+    if created {
+        tracing::warn!(
+            "created a new local CA in {}; clients must trust it:\n{}",
+            opts.certs.display(),
+            super::ca::trust_hint(&opts.certs)
+        );
+    }
+    let ca = CertAuthority::new(files)?;
+    // Fail closed: no valid policy, no proxy.
+    let policy = crate::reload::load(&opts.policy, None)
+        .map_err(|e| anyhow::anyhow!("policy {}: {e}", opts.policy.display()))?;
+    let listen = pick(
+        opts.listen,
+        policy
+            .model
+            .proxy
+            .as_ref()
+            .and_then(|p| p.listen.as_deref()),
+        DEFAULT_LISTEN,
+    )?;
+    let admin = pick(
+        opts.admin,
+        policy.model.proxy.as_ref().and_then(|p| p.admin.as_deref()),
+        DEFAULT_ADMIN,
+    )?;
+    let audit_path = opts
+        .audit
+        .clone()
+        .or_else(|| {
+            policy
+                .model
+                .audit
+                .as_ref()
+                .and_then(|a| a.path.clone())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from("audit/audit.jsonl"));
+    let key = ChainKey::load_or_create(&opts.certs.join(CHAIN_KEY_FILE))?;
+    let (auditor, audit_task) = Auditor::start(audit_path.clone(), key, 8192).await?;
+    auditor.set_policy_hash(&policy.hash);
+    let proxy_l = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding proxy port {listen}"))?;
+    let admin_l = TcpListener::bind(admin)
+        .await
+        .with_context(|| format!("binding admin port {admin}"))?;
+    let hash = policy.hash.clone();
+    let app = Arc::new(App {
+        policy: ArcSwap::from_pointee(policy),
+        policy_path: opts.policy.clone(),
+        ca,
+        auditor: auditor.clone(),
+        metrics: Metrics::new(),
+        ready: AtomicBool::new(false),
+        started: Instant::now(),
+        stopping: CancellationToken::new(),
+    });
+    auditor.record(AuditEvent {
+        event: EventKind::PolicyLoaded,
+        detail: Some(
+            serde_json::json!({ "startup": true, "path": opts.policy.display().to_string() }),
+        ),
+        ..AuditEvent::default()
+    });
+    let (seq, head) = auditor.head();
+    tracing::info!(
+        proxy = %proxy_l.local_addr()?,
+        admin = %admin_l.local_addr()?,
+        policy = %hash,
+        audit = %audit_path.display(),
+        audit_seq = seq,
+        audit_head = %head,
+        "llm-egress listening"
+    );
+    let shutdown = CancellationToken::new();
+    spawn_signals(app.clone(), shutdown.clone())?;
+    crate::reload::spawn_watch(app.clone(), shutdown.clone());
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    app.clone()
+        .run(proxy_l, admin_l, shutdown, opts.drain)
+        .await;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    audit_task.shutdown().await;
+    let (seq, head) = auditor.head();
+    tracing::info!(audit_seq = seq, audit_head = %head, "stopped; audit log flushed");
+    Ok(())
+}
+
+fn pick(flag: Option<SocketAddr>, policy: Option<&str>, default: &str) -> Result<SocketAddr> {
+    if let Some(a) = flag {
+        return Ok(a);
+    }
+    let s = policy.unwrap_or(default);
+    s.parse()
+        .with_context(|| format!("{s:?} is not an address:port"))
+}
+
+fn spawn_signals(app: Arc<App>, shutdown: CancellationToken) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading policy");
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                    let a = app.clone();
+                    let _ = tokio::task::spawn_blocking(move || a.reload()).await;
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                }
+            }
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+        shutdown.cancel();
+    });
+    Ok(())
+}

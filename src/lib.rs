@@ -1,0 +1,93 @@
+//! `llm-egress`: a TLS-inspecting egress proxy for OpenAI-compatible LLM APIs.
+//!
+//! A request's path through the code: `proxy::listener` accepts and reads the first
+//! head → `proxy::connect` (CONNECT: deny, tunnel, or TLS with a leaf from `tls::ca`) →
+//! `proxy::pipeline` (authority check, `proxy::url` normalization, the `policy`
+//! allowlist, forward over `tls::client` whose verifier is `tls::verify`) → the response
+//! streams back. Refusals are `error::ProxyError`s and land in the `audit` log.
+
+pub mod addr;
+pub mod admin;
+pub mod audit;
+pub mod cli;
+pub mod error;
+pub mod metrics;
+pub mod mock_provider;
+pub mod policy;
+pub mod proxy;
+pub mod reload;
+pub mod tls;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use audit::Auditor;
+use metrics::Metrics;
+use policy::Policy;
+use tls::ca::CertAuthority;
+
+/// Shared state of a running proxy.
+pub struct App {
+    /// The active policy; requests load it once and keep it to the end.
+    pub policy: ArcSwap<Policy>,
+    /// Where the policy is read from.
+    pub policy_path: PathBuf,
+    /// The leaf-minting CA.
+    pub ca: CertAuthority,
+    /// The audit log handle.
+    pub auditor: Auditor,
+    /// Process metrics.
+    pub metrics: Metrics,
+    /// Set once listeners are bound and a policy is loaded.
+    pub ready: AtomicBool,
+    /// Process start.
+    pub started: Instant,
+    /// Fires when the proxy stops accepting: connections finish their in-flight
+    /// requests and close (graceful shutdown).
+    pub stopping: CancellationToken,
+}
+
+// === impl App ===
+
+impl App {
+    /// Serves the proxy and admin listeners until `shutdown`, then stops accepting and
+    /// drains in-flight connections for up to `drain`.
+    pub async fn run(
+        self: Arc<Self>,
+        proxy: TcpListener,
+        admin: TcpListener,
+        shutdown: CancellationToken,
+        drain: Duration,
+    ) {
+        let tracker = TaskTracker::new();
+        let conn_shutdown = CancellationToken::new();
+        let accept_stop = shutdown.clone();
+        let proxy_task = tokio::spawn(proxy::listener::serve_until(
+            proxy,
+            self.clone(),
+            accept_stop,
+            conn_shutdown.clone(),
+            tracker.clone(),
+        ));
+        let admin_task = tokio::spawn(admin::serve(admin, self.clone(), conn_shutdown.clone()));
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
+        shutdown.cancelled().await;
+        self.stopping.cancel();
+        self.ready
+            .store(false, std::sync::atomic::Ordering::Release);
+        let _ = proxy_task.await;
+        tracker.close();
+        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+            tracing::warn!("drain deadline passed; closing remaining connections");
+        }
+        conn_shutdown.cancel();
+        let _ = admin_task.await;
+    }
+}

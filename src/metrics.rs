@@ -1,0 +1,125 @@
+//! Prometheus metrics (admin `/metrics`). Labels are low-cardinality by construction:
+//! status classes, error codes, and names that come from the policy.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::error::Code;
+
+type Labels = [(&'static str, &'static str); 1];
+
+/// All process metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    refused: Family<Labels, Counter>,
+    upstream_latency: Histogram,
+    reloads: Family<Labels, Counter>,
+    total: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("llm_egress");
+        let requests = Family::<Labels, Counter>::default();
+        let refused = Family::<Labels, Counter>::default();
+        let reloads = Family::<Labels, Counter>::default();
+        let upstream_latency = Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0, 120.0,
+        ]);
+        registry.register(
+            "requests",
+            "Requests answered from upstream, by status class",
+            requests.clone(),
+        );
+        registry.register(
+            "refused",
+            "Requests and connections refused, by reason",
+            refused.clone(),
+        );
+        registry.register(
+            "upstream_latency_seconds",
+            "Time from forwarding to upstream response headers",
+            upstream_latency.clone(),
+        );
+        registry.register(
+            "policy_reloads",
+            "Policy reloads by result",
+            reloads.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            refused,
+            upstream_latency,
+            reloads,
+            total: AtomicU64::new(0),
+        }
+    }
+
+    /// A response came back from upstream.
+    pub fn request(&self, status: u16, _elapsed: Duration) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.requests.get_or_create(&[("status", class)]).inc();
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The proxy refused something with `code`.
+    pub fn refused(&self, code: Code) {
+        self.refused
+            .get_or_create(&[("reason", code.as_str())])
+            .inc();
+    }
+
+    /// Time to upstream response headers.
+    pub fn upstream_latency(&self, d: Duration) {
+        self.upstream_latency.observe(d.as_secs_f64());
+    }
+
+    /// A reload finished with `result` (`loaded`, `rejected`, `unchanged`).
+    pub fn reload(&self, result: &'static str) {
+        self.reloads.get_or_create(&[("result", result)]).inc();
+    }
+
+    /// Number of refusals with `code` so far.
+    pub fn refused_count(&self, code: Code) -> u64 {
+        self.refused
+            .get_or_create(&[("reason", code.as_str())])
+            .get()
+    }
+
+    /// Prometheus text, with `extra` lines (already formatted) before the end marker.
+    pub fn render(&self, extra: &str) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        match out.rfind("# EOF") {
+            Some(i) => out.insert_str(i, extra),
+            None => out.push_str(extra),
+        }
+        out
+    }
+}

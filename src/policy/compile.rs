@@ -1,0 +1,365 @@
+//! Compiles a validated [`PolicyFile`] into the structures the request path reads:
+//! an index of allowed endpoints by host and port, one upstream client per host (with
+//! its TLS settings and address policy already built), and resolved limits. Runs off the
+//! request path, at start-up and on each reload; requests only load an `Arc<Policy>`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::Method;
+use rustls_pki_types::CertificateDer;
+use sha2::{Digest, Sha256};
+
+use super::model::{Mode, PolicyFile};
+use crate::proxy::url::{normalize_host, normalize_path, under_prefix};
+use crate::tls::client::{AddrPolicy, ConnectObserver, Connector, UpstreamClient};
+use crate::tls::verify::{anchors_with, PinnedVerifier};
+
+/// Default largest buffered request body.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 32 * 1024 * 1024;
+
+/// A compile failure: the dotted path of the offending key and what is wrong.
+#[derive(Debug, Clone)]
+pub struct CompileError {
+    /// e.g. `allow[2].roots[0]`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// One `[[allow]]` entry, ready to match.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The entry's name (`rule` in audit lines).
+    pub name: String,
+    /// `https` or `http`.
+    pub https: bool,
+    /// Normalized host.
+    pub host: String,
+    /// Port (default by scheme).
+    pub port: u16,
+    /// Normalized path prefix, no trailing slash (`/` for all).
+    pub prefix: String,
+    /// Allowed methods; None for all.
+    pub methods: Option<Vec<Method>>,
+    /// Inspect or tunnel.
+    pub mode: Mode,
+}
+
+/// Everything about one upstream `scheme://host:port`.
+pub struct HostRule {
+    /// Inspect or tunnel (all entries of a host agree; `check` enforces it).
+    pub mode: Mode,
+    /// Indices into [`Policy::endpoints`].
+    pub entries: Vec<usize>,
+    /// Where to connect for a tunnel (resolved at connect time through `addr`).
+    pub addr: AddrPolicy,
+    /// The pooled client for inspected requests.
+    pub client: UpstreamClient,
+    /// Hash of the TLS settings and address policy: the pool key.
+    pub client_key: String,
+}
+
+/// The outcome of matching a request against the allowlist.
+pub enum Verdict<'a> {
+    /// Allowed by this entry.
+    Allowed(&'a Endpoint, &'a HostRule),
+    /// The URL is covered but the method is not.
+    MethodNotAllowed(&'a Endpoint),
+    /// Nothing covers the URL.
+    NotAllowed,
+}
+
+/// Resource limits and timeouts (PRODUCT.md §9.3), with defaults filled in.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most concurrent client connections.
+    pub max_connections: usize,
+    /// Largest request head.
+    pub max_header_size: usize,
+    /// TLS handshake (and CONNECT head) deadline.
+    pub handshake_timeout: Duration,
+    /// Deadline to read a request head.
+    pub header_read_timeout: Duration,
+    /// Keep-alive idle lifetime.
+    pub idle_timeout: Duration,
+    /// Idle tunnel lifetime.
+    pub tunnel_idle_timeout: Duration,
+    /// HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 header list size.
+    pub h2_max_header_list_size: u32,
+    /// Largest body a step may buffer.
+    pub max_request_body: u64,
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+    /// Upstream time to response headers.
+    pub first_byte_timeout: Duration,
+}
+
+/// The compiled, immutable policy. Requests hold an `Arc<Policy>` for their lifetime.
+pub struct Policy {
+    /// Hex SHA-256 of the policy sources.
+    pub hash: String,
+    /// When this policy was compiled.
+    pub loaded_at: SystemTime,
+    /// The merged source model.
+    pub model: PolicyFile,
+    /// All allow entries.
+    pub endpoints: Vec<Endpoint>,
+    /// `(https, host, port)` → rule.
+    pub hosts: HashMap<(bool, String, u16), HostRule>,
+    /// Limits with defaults.
+    pub limits: Limits,
+    /// Log allowed requests too.
+    pub log_allowed: bool,
+}
+
+// === impl Policy ===
+
+impl Policy {
+    /// Compiles `model`. `prev` lends its upstream clients where the key is unchanged so
+    /// connection pools survive reloads.
+    pub fn compile(
+        model: PolicyFile,
+        hash: String,
+        prev: Option<&Policy>,
+        observer: Option<Arc<dyn ConnectObserver>>,
+    ) -> Result<Policy, CompileError> {
+        let limits = limits(&model);
+        let upstream = model.upstream.clone().unwrap_or_default();
+        let extra_roots = read_roots(&upstream.extra_roots, "upstream.extra_roots")?;
+        let mut resolve = HashMap::new();
+        for (k, v) in &upstream.resolve {
+            let addr: SocketAddr = v.parse().map_err(|_| {
+                err(
+                    format!("upstream.resolve.{k}"),
+                    format!("{v:?} is not an address:port"),
+                )
+            })?;
+            resolve.insert(k.to_ascii_lowercase(), addr);
+        }
+        let mut endpoints = Vec::new();
+        let mut hosts: HashMap<(bool, String, u16), HostRule> = HashMap::new();
+        for (i, a) in model.allow.iter().enumerate() {
+            let path = format!("allow[{i}]");
+            let url = url::Url::parse(&a.base_url)
+                .map_err(|e| err(format!("{path}.base_url"), e.to_string()))?;
+            let https = match url.scheme() {
+                "https" => true,
+                "http" => false,
+                s => {
+                    return Err(err(
+                        format!("{path}.base_url"),
+                        format!("unsupported scheme {s:?}"),
+                    ))
+                }
+            };
+            let host = normalize_host(url.host_str().unwrap_or_default())
+                .map_err(|e| err(format!("{path}.base_url"), e.to_string()))?;
+            let port = url
+                .port_or_known_default()
+                .unwrap_or(if https { 443 } else { 80 });
+            let mut prefix = normalize_path(url.path())
+                .map_err(|e| err(format!("{path}.base_url"), e.to_string()))?;
+            while prefix.len() > 1 && prefix.ends_with('/') {
+                prefix.pop();
+            }
+            let methods = match &a.methods {
+                None => None,
+                Some(ms) => Some(
+                    ms.iter()
+                        .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| err(format!("{path}.methods"), e.to_string()))?,
+                ),
+            };
+            let key = (https, host.clone(), port);
+            if !hosts.contains_key(&key) {
+                let pins: Vec<[u8; 32]> = a
+                    .pins
+                    .iter()
+                    .flatten()
+                    .map(|p| {
+                        crate::tls::parse_pin(p).ok_or_else(|| {
+                            err(
+                                format!("{path}.pins"),
+                                format!("{p:?} is not sha256//BASE64 of 32 bytes"),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                let mut roots = extra_roots.clone();
+                roots.extend(read_roots(
+                    a.roots.as_deref().unwrap_or_default(),
+                    &format!("{path}.roots"),
+                )?);
+                let addr = match resolve.get(&format!("{host}:{port}")) {
+                    Some(a) => AddrPolicy::Fixed(*a),
+                    None if host == "localhost" || host.parse::<IpAddr>().is_ok() => {
+                        AddrPolicy::Trusted
+                    }
+                    None => AddrPolicy::Dns {
+                        allow_private: upstream.allow_private_addresses,
+                    },
+                };
+                let client_key = client_key(https, &roots, &pins, &addr, limits.connect_timeout);
+                let client = match prev
+                    .and_then(|p| p.hosts.get(&key))
+                    .filter(|r| r.client_key == client_key)
+                {
+                    Some(r) => r.client.clone(),
+                    None => {
+                        let tls = if https {
+                            let anchors = anchors_with(&roots)
+                                .map_err(|e| err(format!("{path}.roots"), format!("{e:?}")))?;
+                            Some(crate::tls::client::client_config(Arc::new(
+                                PinnedVerifier::new(anchors, pins),
+                            )))
+                        } else {
+                            None
+                        };
+                        Connector::new(tls, addr.clone(), limits.connect_timeout, observer.clone())
+                            .into_client()
+                    }
+                };
+                hosts.insert(
+                    key.clone(),
+                    HostRule {
+                        mode: a.mode,
+                        entries: Vec::new(),
+                        addr,
+                        client,
+                        client_key,
+                    },
+                );
+            }
+            if let Some(rule) = hosts.get_mut(&key) {
+                rule.entries.push(endpoints.len());
+            }
+            endpoints.push(Endpoint {
+                name: a.name.clone(),
+                https,
+                host,
+                port,
+                prefix,
+                methods,
+                mode: a.mode,
+            });
+        }
+        let log_allowed = model.audit.as_ref().is_some_and(|a| a.log_allowed);
+        Ok(Policy {
+            hash,
+            loaded_at: SystemTime::now(),
+            model,
+            endpoints,
+            hosts,
+            limits,
+            log_allowed,
+        })
+    }
+
+    /// The rule for a `CONNECT host:port` (an `https` host), if any entry covers it.
+    pub fn connect_rule(&self, host: &str, port: u16) -> Option<&HostRule> {
+        self.hosts.get(&(true, host.to_owned(), port))
+    }
+
+    /// Matches a normalized URL and method against the allowlist.
+    pub fn check(
+        &self,
+        https: bool,
+        host: &str,
+        port: u16,
+        path: &str,
+        method: &Method,
+    ) -> Verdict<'_> {
+        let Some(rule) = self.hosts.get(&(https, host.to_owned(), port)) else {
+            return Verdict::NotAllowed;
+        };
+        let mut method_miss = None;
+        for &i in &rule.entries {
+            let e = &self.endpoints[i];
+            if !under_prefix(path, &e.prefix) {
+                continue;
+            }
+            match &e.methods {
+                Some(ms) if !ms.contains(method) => method_miss = Some(e),
+                _ => return Verdict::Allowed(e, rule),
+            }
+        }
+        match method_miss {
+            Some(e) => Verdict::MethodNotAllowed(e),
+            None => Verdict::NotAllowed,
+        }
+    }
+}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> CompileError {
+    CompileError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+fn read_roots(files: &[String], path: &str) -> Result<Vec<CertificateDer<'static>>, CompileError> {
+    use rustls_pki_types::pem::PemObject;
+    let mut out = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let certs: Vec<_> = CertificateDer::pem_file_iter(Path::new(f))
+            .map_err(|e| err(format!("{path}[{i}]"), format!("{f}: {e}")))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(format!("{path}[{i}]"), format!("{f}: {e}")))?;
+        if certs.is_empty() {
+            return Err(err(
+                format!("{path}[{i}]"),
+                format!("{f}: no PEM certificate"),
+            ));
+        }
+        out.extend(certs);
+    }
+    Ok(out)
+}
+
+fn client_key(
+    https: bool,
+    roots: &[CertificateDer<'_>],
+    pins: &[[u8; 32]],
+    addr: &AddrPolicy,
+    connect: Duration,
+) -> String {
+    let mut h = Sha256::new();
+    h.update([u8::from(https)]);
+    for r in roots {
+        h.update(Sha256::digest(r.as_ref()));
+    }
+    for p in pins {
+        h.update(p);
+    }
+    h.update(format!("{addr:?}|{connect:?}").as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+fn limits(model: &PolicyFile) -> Limits {
+    let l = model.limits.clone().unwrap_or_default();
+    let d = |v: Option<super::model::Dur>, def: u64| v.map_or(Duration::from_secs(def), |d| d.0);
+    Limits {
+        max_connections: l.max_connections.map_or(4096, |v| v as usize),
+        max_header_size: l.max_header_size.map_or(64 * 1024, |v| v.0 as usize),
+        handshake_timeout: d(l.handshake_timeout, 10),
+        header_read_timeout: d(l.header_read_timeout, 30),
+        idle_timeout: d(l.idle_timeout, 120),
+        tunnel_idle_timeout: d(l.tunnel_idle_timeout, 600),
+        h2_max_concurrent_streams: l.h2_max_concurrent_streams.unwrap_or(256),
+        h2_max_header_list_size: l.h2_max_header_list_size.map_or(64 * 1024, |v| v.0 as u32),
+        max_request_body: model
+            .proxy
+            .as_ref()
+            .and_then(|p| p.max_request_body)
+            .map_or(DEFAULT_MAX_REQUEST_BODY, |b| b.0),
+        connect_timeout: Duration::from_secs(10),
+        first_byte_timeout: Duration::from_secs(600),
+    }
+}

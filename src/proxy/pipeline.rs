@@ -1,0 +1,327 @@
+//! The fixed order of steps every request inside the proxy goes through
+//! (PRODUCT.md §5): authority check → normalize → allowlist → forward → stream back.
+//! Later steps (parse, protect, route, validate) slot in between without reordering.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+
+use super::headers::{conflicting_framing, strip_control, strip_hop_by_hop};
+use super::url::{normalize_host, normalize_path};
+use crate::audit::{AuditEvent, EventKind};
+use crate::error::{Code, ProxyError};
+use crate::policy::{Policy, Verdict};
+use crate::tls::client::{find_connect_error, BoxError, ConnectError};
+use crate::App;
+
+/// Body type of responses to clients.
+pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// How the request reached the proxy.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// Inside an inspected `CONNECT host:port` tunnel.
+    Inspect {
+        /// Normalized CONNECT host.
+        host: String,
+        /// CONNECT port.
+        port: u16,
+    },
+    /// A plain-HTTP proxy request in absolute form (`GET http://host/...`).
+    Absolute,
+    /// An origin-form request on the proxy port (gateway mode).
+    Gateway,
+}
+
+/// Per-connection context.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// How it arrived.
+    pub origin: Origin,
+}
+
+/// What is known about a request so far, for audit lines.
+#[derive(Default)]
+struct Info {
+    method: String,
+    url: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    rule: Option<String>,
+}
+
+/// Handles one request end to end; never fails (errors become OpenAI-shaped responses).
+pub async fn handle(
+    app: Arc<App>,
+    ctx: Arc<Ctx>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
+    let started = Instant::now();
+    let rid = request_id(&req);
+    let policy = app.policy.load_full();
+    let mut info = Info {
+        method: req.method().to_string(),
+        ..Info::default()
+    };
+    let result = forward(&app, &policy, &ctx, req, &rid, &mut info).await;
+    let resp = match result {
+        Ok(mut resp) => {
+            if let Ok(v) = HeaderValue::from_str(&rid) {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            app.metrics
+                .request(resp.status().as_u16(), started.elapsed());
+            if policy.log_allowed {
+                app.auditor
+                    .record(event(EventKind::Allowed, None, &ctx, &info, &rid, None));
+            }
+            resp
+        }
+        Err(e) => {
+            app.metrics.refused(e.code);
+            if e.code.is_block() {
+                app.auditor.record(event(
+                    EventKind::Blocked,
+                    Some(e.code),
+                    &ctx,
+                    &info,
+                    &rid,
+                    e.detail.as_deref().cloned(),
+                ));
+            }
+            tracing::info!(code = e.code.as_str(), request_id = %rid, host = info.host.as_deref().unwrap_or(""), "refused: {}", e.message);
+            e.response::<Full<Bytes>>(&rid)
+                .map(|b| b.map_err(|never| match never {}).boxed_unsync())
+        }
+    };
+    Ok(resp)
+}
+
+fn event(
+    kind: EventKind,
+    code: Option<Code>,
+    ctx: &Ctx,
+    info: &Info,
+    rid: &str,
+    detail: Option<serde_json::Value>,
+) -> AuditEvent {
+    AuditEvent {
+        event: kind,
+        reason: code.map(|c| c.as_str().to_owned()),
+        client: Some(ctx.peer.to_string()),
+        method: Some(info.method.clone()),
+        url: info.url.clone(),
+        host: info.host.clone(),
+        port: info.port,
+        rule: info.rule.clone(),
+        request_id: Some(rid.to_owned()),
+        detail,
+    }
+}
+
+/// The client's `x-request-id` if it is a sane token, else a new one.
+fn request_id<B>(req: &Request<B>) -> String {
+    if let Some(v) = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
+            return v.to_owned();
+        }
+    }
+    let r: u128 = rand::random();
+    format!("req_{:032x}", r)
+}
+
+async fn forward(
+    app: &App,
+    policy: &Policy,
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    rid: &str,
+    info: &mut Info,
+) -> Result<Response<RespBody>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    // Step 1: where is this request going, and does that agree with the tunnel?
+    let (https, host, port) = target(ctx, &parts.uri, &parts.headers)?;
+    info.host = Some(host.clone());
+    info.port = Some(port);
+    // Step 2: normalize, then the allowlist.
+    let path = normalize_path(parts.uri.path())
+        .map_err(|e| ProxyError::new(Code::InvalidUrl, e.to_string()))?;
+    let scheme = if https { "https" } else { "http" };
+    let default_port = if https { 443 } else { 80 };
+    let authority = if port == default_port {
+        bracket(&host)
+    } else {
+        format!("{}:{port}", bracket(&host))
+    };
+    info.url = Some(format!("{scheme}://{authority}{path}"));
+    let (endpoint, rule) = match policy.check(https, &host, port, &path, &parts.method) {
+        Verdict::Allowed(e, r) => (e, r),
+        Verdict::MethodNotAllowed(e) => {
+            info.rule = Some(e.name.clone());
+            return Err(ProxyError::new(
+                Code::MethodNotAllowed,
+                format!("{} is not allowed for {}", parts.method, e.name),
+            ));
+        }
+        Verdict::NotAllowed => {
+            return Err(ProxyError::new(
+                Code::EndpointNotAllowed,
+                format!("{scheme}://{authority}{path} is not on the allowlist"),
+            ))
+        }
+    };
+    info.rule = Some(endpoint.name.clone());
+    if conflicting_framing(&parts.headers) {
+        return Err(ProxyError::new(
+            Code::BadRequest,
+            "conflicting Content-Length / Transfer-Encoding",
+        ));
+    }
+    // Step 6: forward the normalized URL over the pooled client.
+    let pq = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    parts.uri = Uri::builder()
+        .scheme(scheme)
+        .authority(authority.as_str())
+        .path_and_query(pq)
+        .build()
+        .map_err(|e| ProxyError::new(Code::InvalidUrl, e.to_string()))?;
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    strip_control(&mut parts.headers);
+    parts.headers.remove(header::HOST);
+    parts.headers.insert(
+        "x-request-id",
+        HeaderValue::from_str(rid).unwrap_or(HeaderValue::from_static("invalid")),
+    );
+    let up_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
+    let t0 = Instant::now();
+    let fut = rule.client.request(up_req);
+    let resp = match tokio::time::timeout(policy.limits.first_byte_timeout, fut).await {
+        Err(_) => {
+            return Err(ProxyError::new(
+                Code::UpstreamTimeout,
+                format!("{host} did not answer in time"),
+            ))
+        }
+        Ok(Err(e)) => return Err(upstream_error(&host, &e)),
+        Ok(Ok(r)) => r,
+    };
+    app.metrics.upstream_latency(t0.elapsed());
+    let (mut rparts, rbody) = resp.into_parts();
+    strip_hop_by_hop(&mut rparts.headers);
+    // Step 7: stream back without buffering.
+    Ok(Response::from_parts(
+        rparts,
+        rbody.map_err(BoxError::from).boxed_unsync(),
+    ))
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// Works out `(https, host, port)` and enforces CONNECT / Host / `:authority` agreement.
+fn target(
+    ctx: &Ctx,
+    uri: &Uri,
+    headers: &http::HeaderMap,
+) -> Result<(bool, String, u16), ProxyError> {
+    match &ctx.origin {
+        Origin::Inspect { host, port } => {
+            // HTTP/2 carries :authority in the URI; HTTP/1.1 carries Host.
+            let (h, p) = match uri.authority() {
+                Some(a) => (a.host().to_owned(), a.port_u16()),
+                None => {
+                    let raw = headers
+                        .get(header::HOST)
+                        .and_then(|v| v.to_str().ok())
+                        .ok_or_else(|| {
+                            ProxyError::new(Code::HostMismatch, "request has no Host header")
+                        })?;
+                    split_host_port(raw)?
+                }
+            };
+            let h = normalize_host(&h)
+                .map_err(|_| ProxyError::new(Code::HostMismatch, "malformed Host"))?;
+            if &h != host || p.unwrap_or(443) != *port {
+                return Err(ProxyError::new(
+                    Code::HostMismatch,
+                    format!("request authority {h} does not match the CONNECT host {host}:{port}"),
+                ));
+            }
+            Ok((true, host.clone(), *port))
+        }
+        Origin::Absolute => {
+            let https = match uri.scheme_str() {
+                Some("http") => false,
+                Some("https") => true,
+                _ => return Err(ProxyError::new(Code::InvalidUrl, "unsupported scheme")),
+            };
+            let a = uri
+                .authority()
+                .ok_or_else(|| ProxyError::new(Code::InvalidUrl, "no authority"))?;
+            let h = normalize_host(a.host())
+                .map_err(|e| ProxyError::new(Code::InvalidUrl, e.to_string()))?;
+            Ok((
+                https,
+                h,
+                a.port_u16().unwrap_or(if https { 443 } else { 80 }),
+            ))
+        }
+        Origin::Gateway => Err(ProxyError::new(
+            Code::NoRoute,
+            "no route takes this request; use HTTPS_PROXY, or configure [[route]] for gateway mode",
+        )),
+    }
+}
+
+fn split_host_port(raw: &str) -> Result<(String, Option<u16>), ProxyError> {
+    let bad = || ProxyError::new(Code::HostMismatch, "malformed Host header");
+    let a: http::uri::Authority = raw.parse().map_err(|_| bad())?;
+    Ok((a.host().to_owned(), a.port_u16()))
+}
+
+fn upstream_error(host: &str, e: &hyper_util::client::legacy::Error) -> ProxyError {
+    match find_connect_error(e) {
+        Some(ConnectError::PinMismatch(p)) => ProxyError::new(
+            Code::CertificatePinMismatch,
+            format!("the certificate chain of {host} matches no configured pin"),
+        )
+        .with_detail(serde_json::json!({ "observed_pins": p.observed })),
+        Some(c @ ConnectError::Tls { .. }) => {
+            ProxyError::new(Code::UpstreamTlsError, c.to_string())
+        }
+        Some(c @ ConnectError::PrivateAddress { .. }) => {
+            ProxyError::new(Code::PrivateAddress, c.to_string())
+        }
+        Some(c @ ConnectError::Timeout(_)) => ProxyError::new(Code::UpstreamTimeout, c.to_string()),
+        Some(c @ ConnectError::Unreachable { .. }) => {
+            ProxyError::new(Code::UpstreamUnreachable, c.to_string())
+        }
+        None => ProxyError::new(
+            Code::UpstreamUnreachable,
+            format!("upstream {host} failed: {e}"),
+        ),
+    }
+}

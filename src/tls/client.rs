@@ -1,0 +1,383 @@
+//! The upstream side: a connector that resolves, checks and pins, and the pooled
+//! hyper-util client built on it.
+//!
+//! One [`Connector`] (and so one connection pool) exists per upstream host, port, address
+//! policy and TLS-settings hash. The policy compiler reuses the client of the previous
+//! policy when that key is unchanged, so pools survive reloads, while a change of roots,
+//! pins or `resolve` gets fresh connections: a pooled connection never outlives the
+//! policy that vetted it.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use super::verify::{find_pin_mismatch, PinMismatch};
+use crate::addr;
+
+/// Error type carried in bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The request body type sent upstream.
+pub type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
+/// The pooled upstream client.
+pub type UpstreamClient = Client<Connector, ReqBody>;
+
+/// Why an upstream connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// DNS answered only private addresses.
+    #[error("{host} resolves only to private addresses ({addrs}); set allow_private_addresses or a resolve entry")]
+    PrivateAddress {
+        /// The host.
+        host: String,
+        /// The refused answers.
+        addrs: String,
+    },
+    /// DNS or TCP failure.
+    #[error("cannot reach {host}: {message}")]
+    Unreachable {
+        /// The host.
+        host: String,
+        /// What failed.
+        message: String,
+    },
+    /// Connect took longer than the connect timeout.
+    #[error("connecting to {0} timed out")]
+    Timeout(String),
+    /// The upstream chain carries no pinned key.
+    #[error("{0}")]
+    PinMismatch(PinMismatch),
+    /// TLS failed (unknown CA, wrong name, expired, protocol error).
+    #[error("TLS with {host} failed: {message}")]
+    Tls {
+        /// The host.
+        host: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Where the connector may connect for its host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AddrPolicy {
+    /// A `resolve` entry: always this address (the operator's explicit choice).
+    Fixed(SocketAddr),
+    /// An IP literal or `localhost` the operator wrote in a base URL: trusted as is.
+    Trusted,
+    /// Ordinary DNS; private answers dropped unless allowed.
+    Dns {
+        /// `allow_private_addresses`.
+        allow_private: bool,
+    },
+}
+
+/// Observes connection setup times (for the timing watch).
+pub trait ConnectObserver: Send + Sync {
+    /// A TLS handshake with `host:port` took `elapsed`.
+    fn handshake(&self, host: &str, port: u16, elapsed: Duration);
+}
+
+struct Inner {
+    tls: Option<Arc<ClientConfig>>,
+    addr: AddrPolicy,
+    connect_timeout: Duration,
+    observer: Option<Arc<dyn ConnectObserver>>,
+}
+
+/// A hyper-util connector for one upstream: resolve, check, connect, TLS + pins.
+#[derive(Clone)]
+pub struct Connector(Arc<Inner>);
+
+// === impl Connector ===
+
+impl Connector {
+    /// A connector; `tls` is None for `http://` upstreams.
+    pub fn new(
+        tls: Option<Arc<ClientConfig>>,
+        addr: AddrPolicy,
+        connect_timeout: Duration,
+        observer: Option<Arc<dyn ConnectObserver>>,
+    ) -> Self {
+        Connector(Arc::new(Inner {
+            tls,
+            addr,
+            connect_timeout,
+            observer,
+        }))
+    }
+
+    /// Builds the pooled client over this connector.
+    pub fn into_client(self) -> UpstreamClient {
+        Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .http2_adaptive_window(true)
+            .build(self)
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<Stream>;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_owned();
+            let port = uri
+                .port_u16()
+                .unwrap_or(if inner.tls.is_some() { 443 } else { 80 });
+            let timeout = inner.connect_timeout;
+            match tokio::time::timeout(timeout, connect(&inner, &host, port)).await {
+                Ok(r) => r.map(TokioIo::new),
+                Err(_) => Err(ConnectError::Timeout(format!("{host}:{port}"))),
+            }
+        })
+    }
+}
+
+/// Resolves `host:port` under `policy`, checks the answers, and connects to the first
+/// checked address that answers (the one that was checked: no second lookup).
+pub async fn dial(policy: &AddrPolicy, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+    let addrs = resolve(policy, host, port).await?;
+    let mut last_err = None;
+    for a in &addrs {
+        match TcpStream::connect(a).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(ConnectError::Unreachable {
+        host: host.to_owned(),
+        message: last_err.map_or_else(|| "no addresses".into(), |e| e.to_string()),
+    })
+}
+
+async fn connect(inner: &Inner, host: &str, port: u16) -> Result<Stream, ConnectError> {
+    let tcp = dial(&inner.addr, host, port).await?;
+    let Some(cfg) = &inner.tls else {
+        return Ok(Stream::Plain(tcp));
+    };
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| ConnectError::Tls {
+        host: host.to_owned(),
+        message: e.to_string(),
+    })?;
+    let started = Instant::now();
+    let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| match find_pin_mismatch(&e) {
+            Some(p) => ConnectError::PinMismatch(p),
+            None => ConnectError::Tls {
+                host: host.to_owned(),
+                message: tls_message(&e),
+            },
+        })?;
+    if let Some(obs) = &inner.observer {
+        obs.handshake(host, port, started.elapsed());
+    }
+    Ok(Stream::Tls(Box::new(tls)))
+}
+
+fn tls_message(e: &io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(r) => r.to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// Resolves and checks the addresses to connect to (the checked ones, no re-resolution).
+async fn resolve(
+    policy: &AddrPolicy,
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, ConnectError> {
+    match policy {
+        AddrPolicy::Fixed(a) => Ok(vec![*a]),
+        AddrPolicy::Trusted | AddrPolicy::Dns { .. } => {
+            if let Ok(ip) = host.parse::<IpAddr>() {
+                let ok = matches!(
+                    policy,
+                    AddrPolicy::Trusted
+                        | AddrPolicy::Dns {
+                            allow_private: true
+                        }
+                ) || !addr::is_private(ip);
+                return if ok {
+                    Ok(vec![SocketAddr::new(ip, port)])
+                } else {
+                    Err(ConnectError::PrivateAddress {
+                        host: host.to_owned(),
+                        addrs: ip.to_string(),
+                    })
+                };
+            }
+            let answers: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| ConnectError::Unreachable {
+                    host: host.to_owned(),
+                    message: format!("DNS: {e}"),
+                })?
+                .collect();
+            let allow_all = matches!(
+                policy,
+                AddrPolicy::Trusted
+                    | AddrPolicy::Dns {
+                        allow_private: true
+                    }
+            );
+            let (ok, refused): (Vec<_>, Vec<_>) = answers
+                .into_iter()
+                .partition(|a| allow_all || !addr::is_private(a.ip()));
+            if ok.is_empty() {
+                if refused.is_empty() {
+                    return Err(ConnectError::Unreachable {
+                        host: host.to_owned(),
+                        message: "DNS returned no addresses".into(),
+                    });
+                }
+                return Err(ConnectError::PrivateAddress {
+                    host: host.to_owned(),
+                    addrs: refused
+                        .iter()
+                        .map(|a| a.ip().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            Ok(ok)
+        }
+    }
+}
+
+/// Finds a [`ConnectError`] in an error's source chain.
+pub fn find_connect_error<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a ConnectError> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(c) = e.downcast_ref::<ConnectError>() {
+            return Some(c);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// A plain or TLS upstream stream.
+pub enum Stream {
+    /// `http://` upstream.
+    Plain(TcpStream),
+    /// `https://` upstream.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        match self {
+            Stream::Plain(_) => Connected::new(),
+            Stream::Tls(t) => {
+                if t.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    Connected::new().negotiated_h2()
+                } else {
+                    Connected::new()
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, b),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A client TLS config trusting `verifier`, offering h2 and http/1.1.
+pub fn client_config(verifier: Arc<super::verify::PinnedVerifier>) -> Arc<ClientConfig> {
+    let mut cfg = ClientConfig::builder_with_provider(super::provider())
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}

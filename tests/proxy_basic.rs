@@ -1,0 +1,359 @@
+//! End-to-end: real clients through the real binary to the mock provider over real TLS.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+fn setup(allow_extra: &str) -> (Pki, Mock, Proxy) {
+    let pki = Pki::new(&["api.mock.test", "127.0.0.1"]);
+    let mock = Mock::start_tls(&pki.chain, &pki.key, &[]);
+    let proxy = Proxy::start(&mock_policy(&pki, mock.addr, allow_extra));
+    (pki, mock, proxy)
+}
+
+#[tokio::test]
+async fn reqwest_json_and_stream_through_https_proxy() {
+    let (_pki, _mock, proxy) = setup("");
+    let c = proxy.client();
+    let r = c
+        .post("https://api.mock.test/v1/chat/completions")
+        .bearer_auth("sk-test-abc")
+        .json(&chat_body("hello there", false))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-request-id"));
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["object"], "chat.completion");
+    assert!(v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("hello there"));
+
+    let r = c
+        .post("https://api.mock.test/v1/chat/completions")
+        .json(&chat_body("one two three four", true))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("text/event-stream"));
+    let text = r.text().await.expect("body");
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter(|e| e.starts_with("data: "))
+        .collect();
+    assert!(events.len() >= 4, "several events: {text}");
+    assert_eq!(events.last().copied(), Some("data: [DONE]"));
+    let content: String = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e[6..]).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(content.contains("one two three four"), "{content}");
+}
+
+#[tokio::test]
+async fn http2_to_the_proxy_works() {
+    let (_pki, _mock, proxy) = setup("");
+    install_provider();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(proxy.ca()).expect("ca")).expect("pem");
+    let c = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy.url()).expect("proxy"))
+        .tls_certs_only([ca])
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let r = c
+        .get("https://api.mock.test/v1/models")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+}
+
+#[test]
+fn curl_json_and_stream() {
+    let (_pki, _mock, proxy) = setup("");
+    let ca = proxy.ca();
+    let body = chat_body("curl says hi", false).to_string();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail-with-body",
+            "-x",
+            &proxy.url(),
+            "--cacert",
+            ca.to_str().expect("utf8"),
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &body,
+            "https://api.mock.test/v1/chat/completions",
+        ])
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("curl says hi"));
+
+    let body = chat_body("streamed by curl", true).to_string();
+    let out = Command::new("curl")
+        .args([
+            "-sSN",
+            "--fail-with-body",
+            "-x",
+            &proxy.url(),
+            "--cacert",
+            ca.to_str().expect("utf8"),
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &body,
+            "https://api.mock.test/v1/chat/completions",
+        ])
+        .output()
+        .expect("curl");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}
+
+#[tokio::test]
+async fn unlisted_host_is_refused_at_connect_and_audited_once() {
+    let (pki, mock, proxy) = setup("");
+    let c = proxy.client();
+    let err = c.get("https://evil.example.com/v1/models").send().await;
+    assert!(
+        err.is_err(),
+        "a refused tunnel is a connection error to the client"
+    );
+    let lines = proxy.audit_lines(1, |v| v["event"] == "blocked");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["reason"], "endpoint_not_allowed");
+    assert_eq!(lines[0]["host"], "evil.example.com");
+    assert_eq!(lines[0]["port"], 443);
+    assert!(
+        mock.requests(&pki.root_pem).is_empty(),
+        "nothing reached the provider"
+    );
+
+    // The raw CONNECT answer is an OpenAI-shaped 403.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-p",
+            "-x",
+            &proxy.url(),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_connect}",
+            "https://evil.example.com/",
+        ])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+}
+
+#[tokio::test]
+async fn allowlist_is_judged_on_the_normalized_url() {
+    let (pki, mock, proxy) = setup("");
+    let c = proxy.client();
+    let cases = [
+        (
+            "GET",
+            "https://api.mock.test/admin",
+            403,
+            "endpoint_not_allowed",
+        ),
+        (
+            "GET",
+            "https://api.mock.test/v1x/models",
+            403,
+            "endpoint_not_allowed",
+        ),
+        (
+            "DELETE",
+            "https://api.mock.test/v1/models",
+            403,
+            "method_not_allowed",
+        ),
+        (
+            "GET",
+            "https://api.mock.test/v1%2fmodels",
+            400,
+            "invalid_url",
+        ),
+    ];
+    for (m, url, status, code) in cases {
+        let r = c
+            .request(m.parse().expect("method"), url)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), status, "{m} {url}");
+        assert_eq!(r.headers()["x-llm-egress-reason"], code);
+        assert_eq!(r.headers()["x-should-retry"], "false");
+        let v: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(v["error"]["code"], code);
+        assert_eq!(v["error"]["type"], "llm_egress_error");
+    }
+    // Clients normalize dot segments themselves; curl --path-as-is sends them raw.
+    for (path, status) in [
+        ("/v1/%2e%2e/admin", "400"),
+        ("/v1/.%2E/admin", "400"),
+        ("/v1/../admin", "403"),
+    ] {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--path-as-is",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-x",
+                &proxy.url(),
+                "--cacert",
+                proxy.ca().to_str().expect("utf8"),
+                &format!("https://api.mock.test{path}"),
+            ])
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), status, "{path}");
+    }
+    // Dot segments that stay inside the prefix are normalized and forwarded normalized.
+    let r = c
+        .get("https://api.mock.test/v1/chat/../models")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let seen = mock.requests(&pki.root_pem);
+    assert_eq!(
+        seen.len(),
+        1,
+        "only the allowed request reached the provider: {seen:?}"
+    );
+    assert_eq!(seen[0]["path"], "/v1/models");
+    let blocked = proxy.audit_lines(7, |v| v["event"] == "blocked");
+    assert_eq!(blocked.len(), 7);
+    assert!(blocked.iter().all(|b| b["request_id"].is_string()));
+}
+
+#[tokio::test]
+async fn hop_by_hop_and_control_headers_never_reach_upstream_and_keys_never_logged() {
+    let (pki, mock, proxy) = setup("");
+    let c = proxy.client();
+    let secret = "sk-live-SECRET-4242424242";
+    let r = c
+        .post("https://api.mock.test/v1/chat/completions")
+        .header("authorization", format!("Bearer {secret}"))
+        .header("connection", "x-drop-me")
+        .header("x-drop-me", "1")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .header("x-llm-egress-route", "anything")
+        .header("x-request-id", "req-client-123")
+        .json(&chat_body("hi", false))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "req-client-123");
+    let seen = mock.requests(&pki.root_pem);
+    assert_eq!(seen.len(), 1);
+    let names: Vec<String> = seen[0]["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .filter_map(|h| h[0].as_str().map(str::to_ascii_lowercase))
+        .collect();
+    for banned in [
+        "x-drop-me",
+        "keep-alive",
+        "proxy-authorization",
+        "x-llm-egress-route",
+        "connection",
+    ] {
+        assert!(
+            !names.contains(&banned.to_owned()),
+            "{banned} reached upstream: {names:?}"
+        );
+    }
+    assert!(
+        names.contains(&"authorization".to_owned()),
+        "the client's own key passes to the host it addressed"
+    );
+    // A blocked request with the same key, then check no log or audit line has it.
+    let _ = c
+        .get("https://api.mock.test/nope")
+        .header("authorization", format!("Bearer {secret}"))
+        .send()
+        .await;
+    proxy.audit_lines(1, |v| v["event"] == "blocked");
+    let audit = std::fs::read_to_string(&proxy.audit).expect("audit");
+    assert!(!audit.contains(secret) && !audit.contains("SECRET"));
+    assert!(!proxy.proc.output().contains("SECRET"));
+}
+
+#[tokio::test]
+async fn tunnel_mode_splices_tls_end_to_end() {
+    let pki = Pki::new(&["api.mock.test", "127.0.0.1"]);
+    let mock = Mock::start_tls(&pki.chain, &pki.key, &[]);
+    let policy = format!(
+        "[upstream]\nresolve = {{ \"api.mock.test:443\" = \"{}\" }}\n\n[[allow]]\nname = \"mock-tunnel\"\nbase_url = \"https://api.mock.test\"\nmode = \"tunnel\"\n",
+        mock.addr
+    );
+    let proxy = Proxy::start(&policy);
+    // The client trusts only the test root: a minted leaf would fail, the upstream's passes.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail-with-body",
+            "-x",
+            &proxy.url(),
+            "--cacert",
+            pki.root_pem.to_str().expect("utf8"),
+            "https://api.mock.test/v1/models",
+        ])
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"object\""));
+    // And the proxy CA does not work for a tunnel: nothing was minted.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-x",
+            &proxy.url(),
+            "--cacert",
+            proxy.ca().to_str().expect("utf8"),
+            "https://api.mock.test/v1/models",
+        ])
+        .output()
+        .expect("curl");
+    assert!(!out.status.success());
+}
