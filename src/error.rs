@@ -164,17 +164,14 @@ impl ProxyError {
 
     /// The OpenAI-shaped JSON body.
     pub fn body(&self) -> Bytes {
-        let mut err = serde_json::json!({
-            "message": self.message,
-            "type": "llm_egress_error",
-            "param": null,
-            "code": self.code.as_str(),
-        });
-        if let (Some(up), Some(obj)) = (&self.upstream, err.as_object_mut()) {
-            obj.insert("upstream".into(), (**up).clone());
+        match &self.upstream {
+            Some(up) => crate::openai::errors::proxy_error_body_with_upstream(
+                self.code.as_str(),
+                &self.message,
+                up,
+            ),
+            None => crate::openai::errors::proxy_error_body(self.code.as_str(), &self.message),
         }
-        let v = serde_json::json!({ "error": err });
-        Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
     }
 
     /// The full response: status, body, reason header, retry hints, request id.

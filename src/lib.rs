@@ -13,6 +13,7 @@ pub mod cli;
 pub mod error;
 pub mod metrics;
 pub mod mock_provider;
+pub mod openai;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
@@ -49,6 +50,8 @@ pub struct App {
     pub ready: AtomicBool,
     /// Process start.
     pub started: Instant,
+    /// Bumped on every policy swap, so long-lived tunnels can re-check their host.
+    pub policy_generation: tokio::sync::watch::Sender<u64>,
     /// Fires when the proxy stops accepting: connections finish their in-flight
     /// requests and close (graceful shutdown).
     pub stopping: CancellationToken,

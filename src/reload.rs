@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::audit::{AuditEvent, EventKind};
-use crate::policy::{self, Policy};
+use crate::policy::{self, Policy, PolicyErrors};
 use crate::App;
 
 /// What a reload did.
@@ -19,27 +19,64 @@ pub enum Outcome {
     Rejected(String),
 }
 
-/// Loads and compiles the policy at `path`, reusing `prev`'s upstream pools.
-pub fn load(path: &std::path::Path, prev: Option<&Policy>) -> Result<Policy, String> {
-    let (model, hash) = policy::load_simple(path)?;
-    Policy::compile(model, hash, prev, None).map_err(|e| format!("{}: {}", e.path, e.message))
+/// Loads, validates and compiles the policy at `path`, reusing `prev`'s upstream pools.
+/// Every error carries file, line and column.
+pub fn load(path: &std::path::Path, prev: Option<&Policy>) -> Result<Policy, PolicyErrors> {
+    let loaded = policy::validate::load_and_validate(path)?;
+    compile(loaded, prev)
+}
+
+fn compile(
+    loaded: policy::load::LoadedPolicy,
+    prev: Option<&Policy>,
+) -> Result<Policy, PolicyErrors> {
+    Policy::compile(loaded.model, loaded.hash, prev, None).map_err(|e| {
+        PolicyErrors::from(loaded.locator.error(
+            &policy::compile::field_path(&e.path),
+            e.message,
+            None,
+        ))
+    })
 }
 
 // === impl App ===
 
 impl App {
-    /// Re-reads the policy; swaps it in when it changed and is valid; audits the result.
-    pub fn reload(self: &Arc<Self>) -> Outcome {
+    /// Re-reads the policy; swaps it in when it changed (or `force`) and is valid;
+    /// audits the result. Runs off the request path (a blocking task).
+    pub fn reload(self: &Arc<Self>, force: bool) -> Outcome {
         let current = self.policy.load_full();
-        match load(&self.policy_path, Some(&current)) {
-            Ok(p) if p.hash == current.hash => {
+        let result = policy::load::load(&self.policy_path).and_then(|loaded| {
+            if loaded.hash == current.hash && !force {
+                return Ok(None);
+            }
+            let issues = policy::validate::validate(&loaded.model);
+            if !issues.is_empty() {
+                return Err(PolicyErrors(
+                    issues
+                        .into_iter()
+                        .map(|i| loaded.locator.error(&i.path, i.message, i.hint))
+                        .collect(),
+                ));
+            }
+            compile(loaded, Some(&current)).map(Some)
+        });
+        match result {
+            Ok(None) => {
                 self.metrics.reload("unchanged");
                 Outcome::Unchanged
             }
-            Ok(p) => {
+            Ok(Some(p)) if p.hash == current.hash => {
+                // Forced reload of identical files: swap (key files may have changed) quietly.
+                self.policy.store(Arc::new(p));
+                self.metrics.reload("unchanged");
+                Outcome::Unchanged
+            }
+            Ok(Some(p)) => {
                 let hash = p.hash.clone();
                 self.auditor.set_policy_hash(&hash);
                 self.policy.store(Arc::new(p));
+                self.policy_generation.send_modify(|g| *g += 1);
                 self.metrics.reload("loaded");
                 self.auditor.record(AuditEvent {
                     event: EventKind::PolicyLoaded,
@@ -50,6 +87,7 @@ impl App {
                 Outcome::Loaded(hash)
             }
             Err(e) => {
+                let e = e.to_string();
                 self.metrics.reload("rejected");
                 self.auditor.record(AuditEvent {
                     event: EventKind::PolicyRejected,
@@ -63,43 +101,29 @@ impl App {
     }
 }
 
-/// Watches the policy path and reloads on change until `shutdown`.
+/// Watches the policy directory and reloads on change until `shutdown`.
 pub fn spawn_watch(app: Arc<App>, shutdown: tokio_util::sync::CancellationToken) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let path = app.policy_path.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
-        let mut last = fingerprint(&app.policy_path);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
-            let now = fingerprint(&app.policy_path);
-            if now != last {
-                last = now;
-                let a = app.clone();
-                let _ = tokio::task::spawn_blocking(move || a.reload()).await;
-            }
+        let watch = policy::watch::watch(
+            path,
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(2),
+            tx,
+        );
+        if let Err(e) = watch.await {
+            tracing::error!("policy watch stopped: {e}; SIGHUP still reloads");
         }
     });
-}
-
-/// Cheap change detector over the policy files' names, sizes and mtimes.
-fn fingerprint(
-    path: &std::path::Path,
-) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
-    let mut out = Vec::new();
-    let entries: Vec<std::path::PathBuf> = if path.is_dir() {
-        std::fs::read_dir(path)
-            .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default()
-    } else {
-        vec![path.to_path_buf()]
-    };
-    for p in entries {
-        if let Ok(m) = std::fs::metadata(&p) {
-            out.push((p, m.len(), m.modified().ok()));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = rx.recv() => if r.is_none() { return },
+                _ = shutdown.cancelled() => return,
+            }
+            let a = app.clone();
+            let _ = tokio::task::spawn_blocking(move || a.reload(false)).await;
         }
-    }
-    out.sort();
-    out
+    });
 }

@@ -10,7 +10,7 @@ pub fn run(path: &Path) -> i32 {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{e}");
-            eprintln!("policy {} is NOT valid", path.display());
+            eprintln!("policy {} is NOT valid ({} error(s)); the proxy would refuse it and keep the last good policy", path.display(), e.0.len());
             return 1;
         }
     };

@@ -49,8 +49,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     let ca = CertAuthority::new(files)?;
     // Fail closed: no valid policy, no proxy.
-    let policy = crate::reload::load(&opts.policy, None)
-        .map_err(|e| anyhow::anyhow!("policy {}: {e}", opts.policy.display()))?;
+    let policy = crate::reload::load(&opts.policy, None).map_err(|e| {
+        anyhow::anyhow!(
+            "policy {} is not valid; refusing to start:\n{e}",
+            opts.policy.display()
+        )
+    })?;
     let listen = pick(
         opts.listen,
         policy
@@ -96,6 +100,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         ready: AtomicBool::new(false),
         started: Instant::now(),
         stopping: CancellationToken::new(),
+        policy_generation: tokio::sync::watch::channel(0).0,
     });
     auditor.record(AuditEvent {
         event: EventKind::PolicyLoaded,
@@ -151,7 +156,7 @@ fn spawn_signals(app: Arc<App>, shutdown: CancellationToken) -> Result<()> {
                     tracing::info!("SIGHUP: reloading policy");
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
                     let a = app.clone();
-                    let _ = tokio::task::spawn_blocking(move || a.reload()).await;
+                    let _ = tokio::task::spawn_blocking(move || a.reload(true)).await;
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                 }
             }

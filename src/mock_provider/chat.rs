@@ -94,6 +94,7 @@ pub(crate) fn chat(state: &State, body: &[u8]) -> Reply {
     Reply::json(&completion)
 }
 
+/// Whether `stream_options.include_usage` is on.
 pub(crate) fn include_usage(options: Option<&StreamOptions>) -> bool {
     options.and_then(|o| o.include_usage).unwrap_or(false)
 }
@@ -179,18 +180,22 @@ impl ChatStream {
         }
     }
 
+    /// Events before the first content event (see `sse::Source::prelude`).
     pub(crate) fn prelude(&self) -> usize {
         1
     }
 
+    /// Content events: the ones `cut_after` and `end_early_after` count.
     pub(crate) fn content(&self) -> usize {
         usize::from(matches!(self.answer, Answer::Tool { .. })) + self.pieces.len()
     }
 
+    /// Events in the complete stream.
     pub(crate) fn len(&self) -> usize {
         self.content() + 3 + usize::from(self.usage.is_some())
     }
 
+    /// Writes event `index`, stamped with the current `mock_ts_us`.
     pub(crate) fn event(&self, index: usize) -> Result<Bytes, serde_json::Error> {
         let content = self.content();
         let usage_field = self.usage.map(|_| None);

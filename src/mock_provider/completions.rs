@@ -61,14 +61,17 @@ pub(crate) fn completion(state: &State, body: &[u8]) -> Reply {
 // === impl TextStream ===
 
 impl TextStream {
+    /// Content events: the ones `cut_after` and `end_early_after` count.
     pub(crate) fn content(&self) -> usize {
         self.pieces.len()
     }
 
+    /// Events in the complete stream.
     pub(crate) fn len(&self) -> usize {
         self.content() + 2 + usize::from(self.usage.is_some())
     }
 
+    /// Writes event `index`, stamped with the current `mock_ts_us`.
     pub(crate) fn event(&self, index: usize) -> Result<Bytes, serde_json::Error> {
         let content = self.content();
         let usage_field = self.usage.map(|_| None);

@@ -83,18 +83,22 @@ pub(crate) fn responses(state: &State, body: &[u8]) -> Reply {
 const TRAILER: usize = 4;
 
 impl ResponsesStream {
+    /// Events before the first content event (see `sse::Source::prelude`).
     pub(crate) fn prelude(&self) -> usize {
         3
     }
 
+    /// Content events: the ones `cut_after` and `end_early_after` count.
     pub(crate) fn content(&self) -> usize {
         self.pieces.len()
     }
 
+    /// Events in the complete stream.
     pub(crate) fn len(&self) -> usize {
         self.prelude() + self.content() + TRAILER
     }
 
+    /// Writes event `index`, stamped with the current `mock_ts_us`.
     pub(crate) fn event(&self, index: usize) -> Result<Bytes, serde_json::Error> {
         let deltas_end = self.prelude() + self.content();
         let full = [self.output_text(&self.text)];

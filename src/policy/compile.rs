@@ -140,7 +140,7 @@ impl Policy {
                     format!("{v:?} is not an address:port"),
                 )
             })?;
-            resolve.insert(k.to_ascii_lowercase(), addr);
+            resolve.insert(k.to_ascii_lowercase().replace(['[', ']'], ""), addr);
         }
         let mut endpoints = Vec::new();
         let mut hosts: HashMap<(bool, String, u16), HostRule> = HashMap::new();
@@ -295,6 +295,27 @@ impl Policy {
             None => Verdict::NotAllowed,
         }
     }
+}
+
+/// Parses a dotted path like `allow[2].roots[0]` into a [`FieldPath`] for the locator.
+pub fn field_path(s: &str) -> super::locate::FieldPath {
+    let mut fp = super::locate::FieldPath::root();
+    for part in s.split('.') {
+        let mut rest = part;
+        if let Some(i) = rest.find('[') {
+            fp = fp.key(&rest[..i]);
+            rest = &rest[i..];
+            while let Some(end) = rest.find(']') {
+                if let Ok(n) = rest[1..end].parse::<usize>() {
+                    fp = fp.index(n);
+                }
+                rest = &rest[end + 1..];
+            }
+        } else if !rest.is_empty() {
+            fp = fp.key(rest);
+        }
+    }
+    fp
 }
 
 fn err(path: impl Into<String>, message: impl Into<String>) -> CompileError {

@@ -185,7 +185,8 @@ fn audit_block(
     });
 }
 
-/// Splices bytes both ways until either side closes or the tunnel idles out.
+/// Splices bytes both ways until either side closes, the tunnel idles out, or a policy
+/// reload no longer allows this host as a tunnel.
 async fn splice(
     app: Arc<App>,
     client: Rewind<TcpStream>,
@@ -196,11 +197,35 @@ async fn splice(
     let idle = app.policy.load().limits.tunnel_idle_timeout;
     let mut client = client;
     let mut upstream = upstream;
+    let mut generation = app.policy_generation.subscribe();
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-    match tokio::time::timeout(idle * 6, copy).await {
-        Ok(Ok((up, down))) => tracing::debug!(host, port, up, down, "tunnel closed"),
-        Ok(Err(e)) => tracing::debug!(host, port, "tunnel error: {e}"),
-        Err(_) => tracing::debug!(host, port, "tunnel lifetime exceeded"),
+    tokio::pin!(copy);
+    let lifetime = tokio::time::sleep(idle * 6);
+    tokio::pin!(lifetime);
+    loop {
+        tokio::select! {
+            r = &mut copy => {
+                match r {
+                    Ok((up, down)) => tracing::debug!(host, port, up, down, "tunnel closed"),
+                    Err(e) => tracing::debug!(host, port, "tunnel error: {e}"),
+                }
+                return;
+            }
+            _ = &mut lifetime => {
+                tracing::debug!(host, port, "tunnel lifetime exceeded");
+                return;
+            }
+            changed = generation.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let still = app.policy.load().connect_rule(&host, port).is_some_and(|r| r.mode == Mode::Tunnel);
+                if !still {
+                    tracing::info!(host, port, "closing tunnel: the new policy no longer allows it");
+                    return;
+                }
+            }
+        }
     }
 }
 

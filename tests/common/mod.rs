@@ -199,6 +199,25 @@ impl Proc {
         }
     }
 
+    /// Waits until a line containing `needle` appears.
+    pub fn clone_wait_for_line(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self
+            .out
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|l| l.contains(needle))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {needle:?}:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Everything printed so far.
     pub fn output(&self) -> String {
         self.out.lock().expect("lock").join("\n")

@@ -1,0 +1,187 @@
+//! The invariants the fuzz targets check, shared with `tests/fuzz_corpus.rs` (which
+//! replays the corpus on stable): both include this file with `#[path]`, so a corpus file
+//! is checked by exactly the code that fuzzes.
+//!
+//! Each check panics when an invariant breaks, which is how libFuzzer and `cargo test`
+//! both notice.
+#![allow(dead_code)]
+
+use llm_egress::openai::errors::{is_retryable_upstream, normalize_error, MAX_UPSTREAM_COPY};
+use llm_egress::openai::request::{parse_request, ApiRoute, ParsedRequest};
+use llm_egress::openai::sse::{encode_data, encode_event, SseDecoder, SseFrame, SseTail};
+use llm_egress::openai::usage::{extract_usage, is_usage_only_chunk, StreamTracker};
+use serde_json::Value;
+
+/// Every route, for checks that try each.
+const ROUTES: [ApiRoute; 5] = [
+    ApiRoute::ChatCompletions,
+    ApiRoute::Completions,
+    ApiRoute::Embeddings,
+    ApiRoute::Responses,
+    ApiRoute::Models,
+];
+
+/// Decoder output: frames, then what `finish` reported.
+type Decoded = (Vec<SseFrame>, Vec<SseTail>);
+
+/// SSE decoding: raw bytes are preserved, chunk boundaries do not matter, decoded events
+/// re-encode to themselves, and nothing downstream panics on the payloads.
+pub fn check_sse_decode(data: &[u8]) {
+    let whole = decode(data, &[]);
+    assert_eq!(
+        raw_of(&whole),
+        data,
+        "frames' raw bytes differ from the input"
+    );
+    assert_eq!(
+        decode(data, &cut_points(data)),
+        whole,
+        "a chunked decode differs"
+    );
+    if data.len() <= 4096 {
+        let every: Vec<usize> = (1..data.len()).collect();
+        assert_eq!(decode(data, &every), whole, "a byte-by-byte decode differs");
+    }
+    let mut chat = StreamTracker::new(ApiRoute::ChatCompletions);
+    let mut responses = StreamTracker::new(ApiRoute::Responses);
+    let tail_frames = whole.1.iter().filter_map(|t| match t {
+        SseTail::Frame(frame) => Some(frame),
+        SseTail::Incomplete { .. } => None,
+    });
+    for frame in whole.0.iter().chain(tail_frames) {
+        let Some(event) = frame.event() else { continue };
+        let again = decode(&encode_event(event), &[]);
+        assert_eq!(again.0.len(), 1, "re-encoded event is not one frame");
+        assert_eq!(again.0[0].event(), Some(event), "re-encoded event differs");
+        let Some(payload) = event.data_str() else {
+            continue;
+        };
+        let again = decode(&encode_data(payload.as_bytes()), &[]);
+        assert_eq!(
+            again.0[0].data_str(),
+            Some(payload),
+            "encode_data round trip"
+        );
+        chat.observe(payload);
+        responses.observe(payload);
+        if let Ok(json) = serde_json::from_str::<Value>(payload) {
+            let _ = extract_usage(&json);
+            let _ = is_usage_only_chunk(&json);
+            chat.observe_value(&json);
+        }
+    }
+    let _ = (
+        chat.is_complete(),
+        responses.is_complete(),
+        chat.saw_error(),
+    );
+}
+
+/// Request parsing on every route: errors carry a position; a parsed body re-serializes
+/// to one that parses to the same fields; the usage opt-in keeps the rest. The same bytes
+/// also go through upstream error normalization and route matching.
+pub fn check_request_parse(data: &[u8]) {
+    for route in ROUTES {
+        match parse_request(route, data) {
+            Ok(req) => check_parsed(route, req),
+            Err(err) => {
+                assert!(err.line >= 1, "error line must be 1-based: {err:?}");
+                assert!(err.to_string().starts_with("invalid JSON at line "));
+            }
+        }
+    }
+    // A JSON body is kept whole under `upstream` (or passed through); others are cut.
+    let is_json = serde_json::from_str::<Value>(String::from_utf8_lossy(data).trim()).is_ok();
+    for status in [200, 429, 502] {
+        for content_type in [None, Some("text/html")] {
+            let normalized = normalize_error(status, content_type, data);
+            let error = &normalized["error"];
+            assert!(error["message"].is_string(), "no message: {normalized}");
+            if let (false, Some(copy)) = (is_json, error["upstream"].as_str()) {
+                assert!(copy.len() <= MAX_UPSTREAM_COPY, "upstream copy too long");
+            }
+            let retryable = is_retryable_upstream(status, &normalized);
+            assert!(status == 200 || retryable, "429 and 5xx are retryable");
+        }
+    }
+    let _ = ApiRoute::from_path(&String::from_utf8_lossy(data));
+}
+
+fn check_parsed(route: ApiRoute, mut req: ParsedRequest) {
+    let again = reparse(route, &req);
+    assert_same_fields(&req, &again);
+    let _ = (req.estimated_prompt_tokens(), req.prompt_chars());
+    if req.set_include_usage() {
+        let with_usage = reparse(route, &req);
+        assert_eq!(with_usage.stream_options_include_usage(), Some(true));
+        assert_same_fields(&req, &with_usage);
+    }
+}
+
+fn reparse(route: ApiRoute, req: &ParsedRequest) -> ParsedRequest {
+    match parse_request(route, &req.to_bytes()) {
+        Ok(again) => again,
+        Err(err) => panic!("re-serialized body does not parse: {err}"),
+    }
+}
+
+/// The extracted fields (float-free, so serde_json's float round trip cannot differ).
+fn assert_same_fields(a: &ParsedRequest, b: &ParsedRequest) {
+    assert_eq!(a.model(), b.model());
+    assert_eq!(a.stream(), b.stream());
+    assert_eq!(a.max_output_tokens(), b.max_output_tokens());
+    let names = |r: &ParsedRequest| r.tools().iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(a), names(b));
+    assert_eq!(a.prompt_texts(), b.prompt_texts());
+    assert_eq!(a.prompt_messages(), b.prompt_messages());
+}
+
+/// Decodes `input` fed in chunks cut at `cuts` (sorted positions inside `input`).
+fn decode(input: &[u8], cuts: &[usize]) -> Decoded {
+    let mut decoder = SseDecoder::new();
+    let mut frames = Vec::new();
+    let mut start = 0;
+    for &cut in cuts.iter().chain([&input.len()]) {
+        frames.extend(decoder.feed(&input[start..cut]));
+        start = cut;
+    }
+    let mut tail = Vec::new();
+    while let Some(item) = decoder.finish() {
+        let last = item.is_incomplete();
+        tail.push(item);
+        if last {
+            break;
+        }
+    }
+    (frames, tail)
+}
+
+fn raw_of((frames, tail): &Decoded) -> Vec<u8> {
+    let mut out: Vec<u8> = frames.iter().flat_map(|f| f.raw.to_vec()).collect();
+    for item in tail {
+        out.extend_from_slice(item.raw());
+    }
+    out
+}
+
+/// Cut points derived from the input: right after every CR (inside a CRLF, the hard
+/// case) and a few pseudo-random ones, sorted and deduplicated.
+fn cut_points(data: &[u8]) -> Vec<usize> {
+    let mut cuts: Vec<usize> = (0..data.len())
+        .filter(|&i| data[i] == b'\r')
+        .map(|i| i + 1)
+        .collect();
+    // FNV-1a of the input seeds an xorshift generator: deterministic per input.
+    let mut state = data.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) | 1;
+    for _ in 0..16 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        cuts.push((state % (data.len() as u64 + 1)) as usize);
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts
+}

@@ -1,0 +1,244 @@
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+
+fn parse(route: ApiRoute, json: &str) -> ParsedRequest {
+    parse_request(route, json.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn routes_match_with_or_without_prefixes() {
+    use ApiRoute::*;
+    let cases = [
+        ("/chat/completions", Some(ChatCompletions)),
+        ("/v1/chat/completions", Some(ChatCompletions)),
+        ("/openai/v1/chat/completions?x=1", Some(ChatCompletions)),
+        (
+            "/openai/deployments/gpt4/chat/completions",
+            Some(ChatCompletions),
+        ),
+        ("/v1/completions/", Some(Completions)),
+        ("/completions", Some(Completions)),
+        ("/v1/embeddings", Some(Embeddings)),
+        ("/responses", Some(Responses)),
+        ("/v1/models", Some(Models)),
+        ("/models", Some(Models)),
+        ("/v1/models/embeddings", None),
+        ("/v1/models/gpt-4o", None),
+        ("/v1/responses/resp_1", None),
+        ("/v1/files", None),
+        ("", None),
+        ("/", None),
+        ("/v1/Chat/Completions", None),
+    ];
+    for (path, expected) in cases {
+        assert_eq!(ApiRoute::from_path(path), expected, "{path}");
+    }
+    assert_eq!(ChatCompletions.path(), "/chat/completions");
+}
+
+#[test]
+fn extracts_chat_fields() {
+    let req = parse(
+        ApiRoute::ChatCompletions,
+        r#"{"model":"gpt-4o-mini","stream":true,"max_tokens":50,"max_completion_tokens":100,
+            "stream_options":{"include_usage":false},
+            "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}},
+                     {"type":"function","function":{"name":"no_params"}},
+                     {"type":"function","function":{"parameters":{}}}],
+            "functions":[{"name":"legacy","parameters":{"type":"object","properties":{}}}],
+            "messages":[]}"#,
+    );
+    assert_eq!(req.model(), Some("gpt-4o-mini"));
+    assert!(req.stream());
+    assert_eq!(req.stream_options_include_usage(), Some(false));
+    assert_eq!(req.max_output_tokens(), Some(100));
+    let names: Vec<_> = req.tools().iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["get_weather", "no_params", "legacy"]);
+    assert_eq!(req.tools()[0].parameters, Some(json!({"type": "object"})));
+    assert_eq!(req.tools()[1].parameters, None);
+    assert!(!req.is_modified());
+}
+
+#[test]
+fn extracts_responses_fields() {
+    let req = parse(
+        ApiRoute::Responses,
+        r#"{"model":"gpt-4.1","max_output_tokens":256,"input":"hi",
+            "tools":[{"type":"web_search"},{"type":"function","name":"lookup","parameters":{"type":"object"}}]}"#,
+    );
+    assert_eq!(req.max_output_tokens(), Some(256));
+    assert!(!req.stream());
+    assert_eq!(req.tools().len(), 1);
+    assert_eq!(req.tools()[0].name, "lookup");
+}
+
+#[test]
+fn odd_field_types_are_ignored() {
+    let req = parse(
+        ApiRoute::ChatCompletions,
+        r#"{"model":7,"stream":"yes","max_tokens":-1,"tools":{"a":1}}"#,
+    );
+    assert_eq!(req.model(), None);
+    assert!(!req.stream());
+    assert_eq!(req.max_output_tokens(), None);
+    assert!(req.tools().is_empty());
+}
+
+#[test]
+fn invalid_json_reports_line_and_column() {
+    let err = parse_request(ApiRoute::ChatCompletions, b"{\n  \"model\": }").unwrap_err();
+    assert_eq!((err.line, err.column), (2, 12));
+    assert_eq!(err.message, "expected value");
+    assert_eq!(
+        err.to_string(),
+        "invalid JSON at line 2 column 12: expected value"
+    );
+    let err = parse_request(ApiRoute::Embeddings, b"").unwrap_err();
+    assert_eq!(err.line, 1);
+}
+
+#[test]
+fn non_object_bodies_are_errors() {
+    let err = parse_request(ApiRoute::ChatCompletions, b"\n  [1, 2]").unwrap_err();
+    assert_eq!((err.line, err.column), (2, 3));
+    assert_eq!(
+        err.message,
+        "expected an object at the top level, found an array"
+    );
+    assert!(parse_request(ApiRoute::Models, b"null").is_err());
+}
+
+#[test]
+fn models_may_have_no_body() {
+    let req = parse_request(ApiRoute::Models, b"").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(req.body(), None);
+    assert_eq!(req.to_bytes(), Bytes::new());
+    assert!(parse_request(ApiRoute::Models, b" \r\n").is_ok());
+}
+
+#[test]
+fn include_usage_merges_and_keeps_order() {
+    let body = r#"{"z_first":1,"model":"m","stream":true,"stream_options":{"foo":"bar"},"messages":[],"unknown":{"b":1,"a":2}}"#;
+    let mut req = parse(ApiRoute::ChatCompletions, body);
+    assert!(!req.client_requested_usage());
+    assert!(req.set_include_usage());
+    assert!(req.is_modified());
+    assert_eq!(req.stream_options_include_usage(), Some(true));
+    assert!(!req.client_requested_usage());
+    assert_eq!(
+        std::str::from_utf8(&req.to_bytes()).unwrap_or_default(),
+        r#"{"z_first":1,"model":"m","stream":true,"stream_options":{"foo":"bar","include_usage":true},"messages":[],"unknown":{"b":1,"a":2}}"#
+    );
+}
+
+#[test]
+fn include_usage_adds_or_replaces_null_options() {
+    let mut req = parse(
+        ApiRoute::Completions,
+        r#"{"stream":true,"stream_options":null}"#,
+    );
+    assert!(req.set_include_usage());
+    assert_eq!(
+        req.to_bytes(),
+        &br#"{"stream":true,"stream_options":{"include_usage":true}}"#[..]
+    );
+    let mut req = parse(ApiRoute::ChatCompletions, r#"{"stream":true}"#);
+    assert!(req.set_include_usage());
+    assert_eq!(
+        req.to_bytes(),
+        &br#"{"stream":true,"stream_options":{"include_usage":true}}"#[..]
+    );
+}
+
+#[test]
+fn include_usage_leaves_other_requests_alone() {
+    let asked = r#"{"stream":true,"stream_options":{"include_usage":true}}"#;
+    let mut req = parse(ApiRoute::ChatCompletions, asked);
+    assert!(req.client_requested_usage());
+    assert!(req.set_include_usage());
+    assert!(!req.is_modified());
+    for (route, body) in [
+        (ApiRoute::ChatCompletions, r#"{"stream":false}"#),
+        (ApiRoute::Responses, r#"{"stream":true}"#),
+        (
+            ApiRoute::ChatCompletions,
+            r#"{"stream":true,"stream_options":"odd"}"#,
+        ),
+    ] {
+        let mut req = parse(route, body);
+        assert!(!req.set_include_usage(), "{body}");
+        assert_eq!(req.to_bytes(), body.as_bytes(), "{body}");
+    }
+}
+
+#[test]
+fn set_model_keeps_position() {
+    let mut req = parse(ApiRoute::ChatCompletions, r#"{"a":1,"model":"x","b":2}"#);
+    req.set_model("gpt-4o");
+    assert_eq!(req.model(), Some("gpt-4o"));
+    assert_eq!(req.to_bytes(), &br#"{"a":1,"model":"gpt-4o","b":2}"#[..]);
+}
+
+/// Arbitrary JSON values with short, collision-prone keys.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        "[a-z é\"\\\\]{0,6}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec(("[a-z_]{1,14}", inner), 0..5)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #[test]
+    fn reserialization_keeps_every_key_in_order(
+        fields in prop::collection::vec(("[a-z_]{1,14}", json_value()), 0..8),
+        stream in any::<bool>(),
+    ) {
+        let mut map: Map<String, Value> = fields.into_iter().collect();
+        map.insert("stream".into(), Value::Bool(stream));
+        let original = serde_json::to_vec(&map).unwrap_or_default();
+        let mut req = parse_request(ApiRoute::ChatCompletions, &original)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(req.to_bytes(), &original[..]);
+        let changed = req.set_include_usage();
+        let again: Value = serde_json::from_slice(&req.to_bytes())
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let Value::Object(again) = again else {
+            return Err(TestCaseError::fail("not an object"));
+        };
+        let keys: Vec<_> = map.keys().collect();
+        prop_assert_eq!(again.keys().take(keys.len()).collect::<Vec<_>>(), keys);
+        for (key, value) in &map {
+            if key != "stream_options" {
+                prop_assert_eq!(again.get(key), Some(value));
+            }
+        }
+        if changed {
+            prop_assert_eq!(&again["stream_options"]["include_usage"], &Value::Bool(true));
+            if let Some(Value::Object(before)) = map.get("stream_options") {
+                for (key, value) in before.iter().filter(|(k, _)| *k != "include_usage") {
+                    prop_assert_eq!(again["stream_options"].get(key), Some(value));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn any_bytes_parse_or_error_without_panicking(body in prop::collection::vec(any::<u8>(), 0..64)) {
+        for route in [ApiRoute::ChatCompletions, ApiRoute::Models] {
+            if let Ok(req) = parse_request(route, &body) {
+                prop_assert!(parse_request(route, &req.to_bytes()).is_ok());
+            }
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Usage, cost and stream completion: what a response consumed and whether it finished.
+//!
+//! - [`extract_usage`] reads the `usage` of a chat, completions, embeddings or responses
+//!   body, of the final usage chunk of a stream, or of a `response.completed` event.
+//! - [`cost`] turns token and character counts into money under a [`Price`].
+//! - [`StreamTracker`] watches a stream's data payloads for its terminal event, so a
+//!   stream that ends without one is reported as cut.
+
+mod price;
+mod stream;
+
+use serde_json::Value;
+
+pub use price::{cost, Price, Tier};
+pub use stream::StreamTracker;
+
+/// Token counts of one response.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt (input) tokens.
+    pub prompt_tokens: u64,
+    /// Completion (output) tokens; 0 for embeddings.
+    pub completion_tokens: u64,
+    /// As reported, else prompt + completion.
+    pub total_tokens: u64,
+    /// Prompt tokens served from the provider's cache, when reported.
+    pub cached_tokens: Option<u64>,
+    /// Completion tokens spent on reasoning, when reported.
+    pub reasoning_tokens: Option<u64>,
+}
+
+/// Extracts the usage of a response body, a stream chunk or a responses-API event.
+///
+/// Looks at `usage` (chat, completions, embeddings, responses bodies and the final usage
+/// chunk of a stream), then `response.usage` (`response.completed`, `response.incomplete`
+/// and `response.failed` events), then Groq's `x_groq.usage`. Understands both the chat
+/// names (`prompt_tokens`, `completion_tokens`, `prompt_tokens_details.cached_tokens`,
+/// `completion_tokens_details.reasoning_tokens`) and the responses-API names
+/// (`input_tokens`, `output_tokens`, `input_tokens_details`, `output_tokens_details`).
+/// `None` when there is no usage object with a prompt or input count (`"usage": null` on
+/// ordinary stream chunks included).
+pub fn extract_usage(json: &Value) -> Option<Usage> {
+    let usage = [
+        &json["usage"],
+        &json["response"]["usage"],
+        &json["x_groq"]["usage"],
+    ]
+    .into_iter()
+    .find(|u| u.is_object())?;
+    let first = |keys: [&str; 2]| keys.into_iter().find_map(|key| count(&usage[key]));
+    let prompt_tokens = first(["prompt_tokens", "input_tokens"])?;
+    let completion_tokens = first(["completion_tokens", "output_tokens"]).unwrap_or(0);
+    let detail =
+        |keys: [&str; 2], field: &str| keys.into_iter().find_map(|key| count(&usage[key][field]));
+    Some(Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: count(&usage["total_tokens"])
+            .unwrap_or_else(|| prompt_tokens.saturating_add(completion_tokens)),
+        cached_tokens: detail(
+            ["prompt_tokens_details", "input_tokens_details"],
+            "cached_tokens",
+        ),
+        reasoning_tokens: detail(
+            ["completion_tokens_details", "output_tokens_details"],
+            "reasoning_tokens",
+        ),
+    })
+}
+
+/// Whether a stream chunk is the usage-only chunk that `include_usage` adds: `choices`
+/// is an empty array and `usage` is an object. The proxy drops it when it asked for usage
+/// on the client's behalf.
+pub fn is_usage_only_chunk(json: &Value) -> bool {
+    json["choices"].as_array().is_some_and(Vec::is_empty) && json["usage"].is_object()
+}
+
+/// A token count: a non-negative integer (an integral float such as `12.0` is accepted).
+fn count(value: &Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        let float = value.as_f64()?;
+        // Exact for every integral float below 2^53, which covers any real token count.
+        (float >= 0.0 && float.fract() == 0.0 && float < 9.0e15).then_some(float as u64)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn chat_completion_usage() {
+        let body = json!({"choices": [], "usage": {
+            "prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29,
+            "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 3}}});
+        let usage = extract_usage(&body);
+        assert_eq!(
+            usage,
+            Some(Usage {
+                prompt_tokens: 19,
+                completion_tokens: 10,
+                total_tokens: 29,
+                cached_tokens: Some(4),
+                reasoning_tokens: Some(3),
+            })
+        );
+    }
+
+    #[test]
+    fn embeddings_usage_has_no_completion() {
+        let body =
+            json!({"object": "list", "data": [], "usage": {"prompt_tokens": 8, "total_tokens": 8}});
+        let usage = extract_usage(&body).unwrap_or_default();
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens
+            ),
+            (8, 0, 8)
+        );
+        assert_eq!(usage.cached_tokens, None);
+    }
+
+    #[test]
+    fn responses_api_usage() {
+        let usage = json!({"input_tokens": 36, "output_tokens": 87, "total_tokens": 123,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 64}});
+        let body = json!({"object": "response", "usage": usage});
+        let event = json!({"type": "response.completed", "response": {"usage": usage}});
+        for json in [body, event] {
+            let got = extract_usage(&json).unwrap_or_default();
+            assert_eq!(got.prompt_tokens, 36);
+            assert_eq!(got.completion_tokens, 87);
+            assert_eq!(got.total_tokens, 123);
+            assert_eq!(got.cached_tokens, Some(0));
+            assert_eq!(got.reasoning_tokens, Some(64));
+        }
+    }
+
+    #[test]
+    fn missing_or_null_usage() {
+        assert_eq!(
+            extract_usage(&json!({"choices": [{"delta": {}}], "usage": null})),
+            None
+        );
+        assert_eq!(extract_usage(&json!({"usage": {}})), None);
+        assert_eq!(extract_usage(&json!([1])), None);
+        let no_total = json!({"usage": {"prompt_tokens": 2.0, "completion_tokens": 3}});
+        assert_eq!(extract_usage(&no_total).map(|u| u.total_tokens), Some(5));
+        let groq = json!({"choices": [], "x_groq": {"usage": {"prompt_tokens": 1, "completion_tokens": 1}}});
+        assert_eq!(extract_usage(&groq).map(|u| u.total_tokens), Some(2));
+    }
+
+    #[test]
+    fn usage_only_chunks() {
+        let chunk = json!({"object": "chat.completion.chunk", "choices": [],
+                           "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}});
+        assert!(is_usage_only_chunk(&chunk));
+        let content = json!({"choices": [{"index": 0, "delta": {"content": "x"}}], "usage": null});
+        assert!(!is_usage_only_chunk(&content));
+        assert!(!is_usage_only_chunk(&json!({"choices": [], "usage": null})));
+    }
+}
