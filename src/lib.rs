@@ -18,6 +18,7 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod tls;
+pub mod toolcalls;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -50,6 +51,8 @@ pub struct App {
     pub ready: AtomicBool,
     /// Process start.
     pub started: Instant,
+    /// Compiled tool schemas, shared across requests.
+    pub tool_schemas: Arc<toolcalls::SchemaCache>,
     /// Bumped on every policy swap, so long-lived tunnels can re-check their host.
     pub policy_generation: tokio::sync::watch::Sender<u64>,
     /// Fires when the proxy stops accepting: connections finish their in-flight

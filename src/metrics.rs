@@ -13,6 +13,8 @@ use prometheus_client::registry::Registry;
 use crate::error::Code;
 
 type Labels = [(&'static str, &'static str); 1];
+type UsageLabels = [(&'static str, String); 3];
+type CostLabels = [(&'static str, String); 2];
 
 /// All process metrics.
 pub struct Metrics {
@@ -21,6 +23,9 @@ pub struct Metrics {
     refused: Family<Labels, Counter>,
     upstream_latency: Histogram,
     reloads: Family<Labels, Counter>,
+    tokens: Family<UsageLabels, Counter>,
+    cost: Family<CostLabels, Counter<f64, AtomicU64>>,
+    events: Family<Labels, Counter>,
     total: AtomicU64,
 }
 
@@ -63,12 +68,33 @@ impl Metrics {
             "Policy reloads by result",
             reloads.clone(),
         );
+        let tokens = Family::<UsageLabels, Counter>::default();
+        let cost = Family::<CostLabels, Counter<f64, AtomicU64>>::default();
+        let events = Family::<Labels, Counter>::default();
+        registry.register(
+            "tokens",
+            "Tokens by provider, model and kind (prompt, completion)",
+            tokens.clone(),
+        );
+        registry.register(
+            "cost",
+            "Cost in pricing units by provider and model",
+            cost.clone(),
+        );
+        registry.register(
+            "stream_events",
+            "Stream incidents (cut, usage_injected, usage_dropped, tool_call_invalid)",
+            events.clone(),
+        );
         Metrics {
             registry,
             requests,
             refused,
             upstream_latency,
             reloads,
+            tokens,
+            cost,
+            events,
             total: AtomicU64::new(0),
         }
     }
@@ -101,6 +127,39 @@ impl Metrics {
     /// A reload finished with `result` (`loaded`, `rejected`, `unchanged`).
     pub fn reload(&self, result: &'static str) {
         self.reloads.get_or_create(&[("result", result)]).inc();
+    }
+
+    /// Usage of one response: tokens, and cost when the provider has pricing.
+    pub fn usage(
+        &self,
+        provider: &str,
+        model: &str,
+        prompt: u64,
+        completion: u64,
+        cost: Option<f64>,
+    ) {
+        for (kind, n) in [("prompt", prompt), ("completion", completion)] {
+            self.tokens
+                .get_or_create(&[
+                    ("provider", provider.to_owned()),
+                    ("model", model.to_owned()),
+                    ("kind", kind.to_owned()),
+                ])
+                .inc_by(n);
+        }
+        if let Some(c) = cost {
+            self.cost
+                .get_or_create(&[
+                    ("provider", provider.to_owned()),
+                    ("model", model.to_owned()),
+                ])
+                .inc_by(c);
+        }
+    }
+
+    /// Counts a stream incident.
+    pub fn event(&self, what: &'static str) {
+        self.events.get_or_create(&[("event", what)]).inc();
     }
 
     /// Number of refusals with `code` so far.

@@ -101,6 +101,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         started: Instant::now(),
         stopping: CancellationToken::new(),
         policy_generation: tokio::sync::watch::channel(0).0,
+        tool_schemas: Default::default(),
     });
     auditor.record(AuditEvent {
         event: EventKind::PolicyLoaded,

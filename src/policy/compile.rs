@@ -100,6 +100,25 @@ pub struct Limits {
     pub first_byte_timeout: Duration,
 }
 
+/// A `[[provider]]` as accounting and routing see it.
+#[derive(Debug, Clone)]
+pub struct ProviderInfo {
+    /// Provider name (metrics label).
+    pub name: String,
+    /// `https`?
+    pub https: bool,
+    /// Normalized host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Normalized path prefix of its base URL.
+    pub prefix: String,
+    /// Its pricing, for cost accounting.
+    pub price: Option<crate::openai::usage::Price>,
+    /// Whether it accepts `stream_options.include_usage`.
+    pub stream_usage: bool,
+}
+
 /// The compiled, immutable policy. Requests hold an `Arc<Policy>` for their lifetime.
 pub struct Policy {
     /// Hex SHA-256 of the policy sources.
@@ -116,6 +135,12 @@ pub struct Policy {
     pub limits: Limits,
     /// Log allowed requests too.
     pub log_allowed: bool,
+    /// Providers, for pricing and routing.
+    pub providers: Vec<ProviderInfo>,
+    /// Model names the policy mentions: the only values the `model` metrics label takes.
+    pub model_labels: std::collections::HashSet<String>,
+    /// Tool-call validation settings, when enabled.
+    pub tool_calls: Option<super::model::ToolCallsSection>,
 }
 
 // === impl Policy ===
@@ -251,6 +276,13 @@ impl Policy {
             });
         }
         let log_allowed = model.audit.as_ref().is_some_and(|a| a.log_allowed);
+        let providers = providers(&model)?;
+        let mut model_labels = std::collections::HashSet::new();
+        for r in &model.route {
+            model_labels.extend(r.matcher.model.iter().flatten().cloned());
+            model_labels.extend(r.targets.iter().filter_map(|t| t.model.clone()));
+        }
+        let tool_calls = model.tool_calls.clone().filter(|t| t.validate);
         Ok(Policy {
             hash,
             loaded_at: SystemTime::now(),
@@ -259,7 +291,31 @@ impl Policy {
             hosts,
             limits,
             log_allowed,
+            providers,
+            model_labels,
+            tool_calls,
         })
+    }
+
+    /// The provider whose base URL covers this URL, if any.
+    pub fn provider_for(
+        &self,
+        https: bool,
+        host: &str,
+        port: u16,
+        path: &str,
+    ) -> Option<&ProviderInfo> {
+        self.providers.iter().find(|p| {
+            p.https == https && p.port == port && p.host == host && under_prefix(path, &p.prefix)
+        })
+    }
+
+    /// The `model` metrics label for `model`: itself when the policy names it, else `other`.
+    pub fn model_label<'a>(&'a self, model: Option<&'a str>) -> &'a str {
+        match model {
+            Some(m) if self.model_labels.contains(m) => m,
+            _ => "other",
+        }
     }
 
     /// The rule for a `CONNECT host:port` (an `https` host), if any entry covers it.
@@ -316,6 +372,51 @@ pub fn field_path(s: &str) -> super::locate::FieldPath {
         }
     }
     fp
+}
+
+fn providers(model: &PolicyFile) -> Result<Vec<ProviderInfo>, CompileError> {
+    let mut out = Vec::new();
+    for (i, p) in model.provider.iter().enumerate() {
+        let path = format!("provider[{i}].base_url");
+        let url = url::Url::parse(&p.base_url).map_err(|e| err(&path, e.to_string()))?;
+        let https = url.scheme() == "https";
+        let host = normalize_host(url.host_str().unwrap_or_default())
+            .map_err(|e| err(&path, e.to_string()))?;
+        let mut prefix = normalize_path(url.path()).map_err(|e| err(&path, e.to_string()))?;
+        while prefix.len() > 1 && prefix.ends_with('/') {
+            prefix.pop();
+        }
+        let price = p.pricing.as_ref().map(|pr| crate::openai::usage::Price {
+            input_per_mtok: pr.input_per_mtok.unwrap_or(0.0),
+            output_per_mtok: pr.output_per_mtok.unwrap_or(0.0),
+            input_per_mchar: pr.input_per_mchar,
+            output_per_mchar: pr.output_per_mchar,
+            tiers: pr
+                .tiers
+                .iter()
+                .map(|t| crate::openai::usage::Tier {
+                    above_prompt_tokens: t.above_prompt_tokens,
+                    input_per_mtok: t.input_per_mtok.unwrap_or(pr.input_per_mtok.unwrap_or(0.0)),
+                    output_per_mtok: t
+                        .output_per_mtok
+                        .unwrap_or(pr.output_per_mtok.unwrap_or(0.0)),
+                })
+                .collect(),
+            committed_discount: pr.committed_discount.unwrap_or(0.0),
+        });
+        out.push(ProviderInfo {
+            name: p.name.clone(),
+            https,
+            port: url
+                .port_or_known_default()
+                .unwrap_or(if https { 443 } else { 80 }),
+            host,
+            prefix,
+            price,
+            stream_usage: p.stream_usage.unwrap_or(true),
+        });
+    }
+    Ok(out)
 }
 
 fn err(path: impl Into<String>, message: impl Into<String>) -> CompileError {

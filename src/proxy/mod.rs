@@ -1,8 +1,11 @@
 //! The proxy port: listener → CONNECT handling → the per-request pipeline.
 
 pub mod connect;
+pub mod exchange;
 pub mod headers;
 pub mod listener;
 pub mod pipeline;
+pub mod response;
 pub mod rewind;
+pub mod sse_body;
 pub mod url;

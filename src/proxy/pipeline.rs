@@ -14,10 +14,13 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
+use super::exchange::{self, Exchange};
 use super::headers::{conflicting_framing, strip_control, strip_hop_by_hop};
+use super::response::{self, Account};
 use super::url::{normalize_host, normalize_path};
 use crate::audit::{AuditEvent, EventKind};
 use crate::error::{Code, ProxyError};
+use crate::openai::request::ApiRoute;
 use crate::policy::{Policy, Verdict};
 use crate::tls::client::{find_connect_error, BoxError, ConnectError};
 use crate::App;
@@ -81,10 +84,6 @@ pub async fn handle(
             }
             app.metrics
                 .request(resp.status().as_u16(), started.elapsed());
-            if policy.log_allowed {
-                app.auditor
-                    .record(event(EventKind::Allowed, None, &ctx, &info, &rid, None));
-            }
             resp
         }
         Err(e) => {
@@ -145,7 +144,7 @@ fn request_id<B>(req: &Request<B>) -> String {
 }
 
 async fn forward(
-    app: &App,
+    app: &Arc<App>,
     policy: &Policy,
     ctx: &Ctx,
     req: Request<Incoming>,
@@ -191,6 +190,23 @@ async fn forward(
             "conflicting Content-Length / Transfer-Encoding",
         ));
     }
+    // Step 3: parse the body of known OpenAI routes (only where a later step needs it).
+    let route = ApiRoute::from_path(&path);
+    let provider = policy.provider_for(https, &host, port, &path);
+    let mut ex = Exchange {
+        provider: endpoint.name.clone(),
+        ..Exchange::default()
+    };
+    let (body, _parsed) = exchange::parse(
+        &parts.method,
+        &mut parts.headers,
+        body,
+        route,
+        provider,
+        policy.limits.max_request_body,
+        &mut ex,
+    )
+    .await?;
     // Step 6: forward the normalized URL over the pooled client.
     let pq = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),
@@ -210,7 +226,11 @@ async fn forward(
         "x-request-id",
         HeaderValue::from_str(rid).unwrap_or(HeaderValue::from_static("invalid")),
     );
-    let up_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
+    let up_body = match body {
+        exchange::Body::Stream(b) => b.map_err(BoxError::from).boxed_unsync(),
+        exchange::Body::Bytes(b) => Full::new(b).map_err(|never| match never {}).boxed_unsync(),
+    };
+    let up_req = Request::from_parts(parts, up_body);
     let t0 = Instant::now();
     let fut = rule.client.request(up_req);
     let resp = match tokio::time::timeout(policy.limits.first_byte_timeout, fut).await {
@@ -224,13 +244,21 @@ async fn forward(
         Ok(Ok(r)) => r,
     };
     app.metrics.upstream_latency(t0.elapsed());
-    let (mut rparts, rbody) = resp.into_parts();
-    strip_hop_by_hop(&mut rparts.headers);
-    // Step 7: stream back without buffering.
-    Ok(Response::from_parts(
-        rparts,
-        rbody.map_err(BoxError::from).boxed_unsync(),
-    ))
+    // Step 7: the response, streamed back.
+    let base = event(EventKind::Allowed, None, ctx, info, rid, None);
+    let tool_check = policy
+        .tool_calls
+        .as_ref()
+        .map(|_| Arc::new(ex.tools.clone()));
+    let account = Account {
+        app: app.clone(),
+        provider: ex.provider.clone(),
+        model: policy.model_label(ex.model.as_deref()).to_owned(),
+        price: ex.price.clone(),
+        prompt_chars: ex.prompt_chars,
+        allowed: policy.log_allowed.then(|| base.clone()),
+    };
+    response::respond(app, ex, tool_check, account, base, resp).await
 }
 
 fn bracket(host: &str) -> String {

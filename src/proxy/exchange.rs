@@ -1,0 +1,129 @@
+//! Step 3 (parse): for the known OpenAI routes, read the JSON body (up to
+//! `max_request_body`), refuse invalid JSON, and note what later steps need — model,
+//! streaming, whether the client asked for usage, declared tools — in an [`Exchange`].
+//! Bodies of other routes are never read: they stream through untouched.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::error::{Code, ProxyError};
+use crate::openai::request::{parse_request, ApiRoute, ParsedRequest, ToolDecl};
+use crate::policy::compile::ProviderInfo;
+
+/// What the response steps need to know about the request.
+#[derive(Debug, Clone, Default)]
+pub struct Exchange {
+    /// The OpenAI route, when the path is one.
+    pub route: Option<ApiRoute>,
+    /// `stream: true`.
+    pub stream: bool,
+    /// The client asked for `stream_options.include_usage` itself.
+    pub client_wants_usage: bool,
+    /// The proxy asked the upstream for usage on the client's behalf (drop the extra chunk).
+    pub injected_usage: bool,
+    /// The request's model.
+    pub model: Option<String>,
+    /// Tools the request declared (for validation).
+    pub tools: Vec<ToolDecl>,
+    /// Provider label for metrics (the provider name, else the allow rule).
+    pub provider: String,
+    /// Provider pricing, when known.
+    pub price: Option<crate::openai::usage::Price>,
+    /// Prompt characters (for per-character pricing).
+    pub prompt_chars: u64,
+}
+
+/// Outcome of the parse step: the body to forward.
+pub enum Body {
+    /// Untouched: stream the client's body through.
+    Stream(Incoming),
+    /// Read (and maybe rewritten): send these bytes.
+    Bytes(Bytes),
+}
+
+/// Reads and parses the body when `route` is a JSON OpenAI route; otherwise passes it on.
+pub async fn parse(
+    method: &http::Method,
+    headers: &mut HeaderMap,
+    body: Incoming,
+    route: Option<ApiRoute>,
+    provider: Option<&ProviderInfo>,
+    max_body: u64,
+    ex: &mut Exchange,
+) -> Result<(Body, Option<ParsedRequest>), ProxyError> {
+    ex.route = route;
+    if let Some(p) = provider {
+        ex.provider = p.name.clone();
+        ex.price = p.price.clone();
+    }
+    let Some(route) = route.filter(|_| method == http::Method::POST) else {
+        return Ok((Body::Stream(body), None));
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
+        if len > max_body {
+            return Err(too_large(max_body));
+        }
+    }
+    let bytes = Limited::new(body, max_body as usize)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                too_large(max_body)
+            } else {
+                ProxyError::new(Code::BadRequest, "the request body could not be read")
+            }
+        })?
+        .to_bytes();
+    let mut parsed = parse_request(route, &bytes).map_err(|e| {
+        ProxyError::new(
+            Code::InvalidRequestJson,
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    ex.stream = parsed.stream();
+    ex.client_wants_usage = parsed.client_requested_usage();
+    ex.model = parsed.model().map(str::to_owned);
+    ex.tools = parsed.tools().to_vec();
+    if ex
+        .price
+        .as_ref()
+        .is_some_and(|p| p.input_per_mchar.is_some())
+    {
+        ex.prompt_chars = parsed.prompt_chars() as u64;
+    }
+    if ex.stream
+        && provider.is_none_or(|p| p.stream_usage)
+        && !ex.client_wants_usage
+        && parsed.set_include_usage()
+    {
+        ex.injected_usage = true;
+    }
+    let out = if parsed.is_modified() {
+        parsed.to_bytes()
+    } else {
+        bytes
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    headers.remove(header::TRANSFER_ENCODING);
+    // The response body will be read (usage, stream checks): ask for it uncompressed.
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    Ok((Body::Bytes(out), Some(parsed)))
+}
+
+fn too_large(max: u64) -> ProxyError {
+    ProxyError::new(
+        Code::RequestTooLarge,
+        format!("request body is larger than max_request_body ({max} bytes)"),
+    )
+}

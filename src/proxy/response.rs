@@ -1,0 +1,301 @@
+//! Step 7: the response on its way back. Upstream errors are normalized to the OpenAI
+//! shape; event streams go through [`SseBody`]; JSON bodies of known routes are read for
+//! usage as they pass (buffered only when tool calls must be validated first); anything
+//! else streams through untouched.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::Response;
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use super::exchange::Exchange;
+use super::pipeline::RespBody;
+use super::sse_body::{SseBody, StreamEnd};
+use crate::audit::{AuditEvent, EventKind};
+use crate::error::{Code, ProxyError};
+use crate::openai::errors::normalize_error;
+use crate::openai::request::ApiRoute;
+use crate::openai::usage::{extract_usage, StreamTracker, Usage};
+use crate::tls::client::BoxError;
+use crate::toolcalls::StreamToolCheck;
+use crate::App;
+
+/// Largest upstream error body read for normalization.
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+/// Largest JSON body kept for usage accounting (larger ones pass uncounted).
+const MAX_TEE: usize = 8 * 1024 * 1024;
+/// Largest JSON body buffered for tool-call validation.
+const MAX_VALIDATE_BODY: usize = 64 * 1024 * 1024;
+
+/// Accounting for one exchange, run once when its body ends.
+pub struct Account {
+    /// The app (metrics, audit).
+    pub app: Arc<App>,
+    /// Provider label.
+    pub provider: String,
+    /// Bounded model label.
+    pub model: String,
+    /// Pricing.
+    pub price: Option<crate::openai::usage::Price>,
+    /// Prompt characters (per-character pricing).
+    pub prompt_chars: u64,
+    /// The `allowed` audit line to write at the end (when `log_allowed`).
+    pub allowed: Option<AuditEvent>,
+}
+
+// === impl Account ===
+
+impl Account {
+    /// Records usage, cost and the allowed line.
+    pub fn finish(self, usage: Option<Usage>, completion_chars: u64) {
+        let mut detail = serde_json::Map::new();
+        if let Some(u) = usage {
+            let cost = self.price.as_ref().map(|p| {
+                crate::openai::usage::cost(
+                    p,
+                    u.prompt_tokens,
+                    u.completion_tokens,
+                    self.prompt_chars,
+                    completion_chars,
+                )
+            });
+            self.app.metrics.usage(
+                &self.provider,
+                &self.model,
+                u.prompt_tokens,
+                u.completion_tokens,
+                cost,
+            );
+            detail.insert("prompt_tokens".into(), u.prompt_tokens.into());
+            detail.insert("completion_tokens".into(), u.completion_tokens.into());
+            if let Some(c) = cost {
+                detail.insert("cost".into(), c.into());
+            }
+        }
+        if let Some(mut ev) = self.allowed {
+            detail.insert("provider".into(), self.provider.clone().into());
+            ev.detail = Some(serde_json::Value::Object(detail));
+            self.app.auditor.record(ev);
+        }
+    }
+}
+
+/// Processes the upstream response for the client.
+pub async fn respond(
+    app: &Arc<App>,
+    ex: Exchange,
+    tool_check: Option<Arc<Vec<crate::openai::request::ToolDecl>>>,
+    account: Account,
+    audit_base: AuditEvent,
+    resp: Response<Incoming>,
+) -> Result<Response<RespBody>, ProxyError> {
+    let (mut parts, body) = resp.into_parts();
+    super::headers::strip_hop_by_hop(&mut parts.headers);
+    let Some(route) = ex.route else {
+        account.finish(None, 0);
+        return Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed_unsync(),
+        ));
+    };
+    let ctype = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let encoded = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes() != b"identity");
+    if !parts.status.is_success() {
+        let raw = Limited::new(body, MAX_ERROR_BODY)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let raw = if encoded {
+            decompress(&raw).unwrap_or(raw)
+        } else {
+            raw
+        };
+        let normalized = normalize_error(parts.status.as_u16(), Some(&ctype), &raw);
+        let bytes = Bytes::from(serde_json::to_vec(&normalized).unwrap_or_default());
+        parts.headers.remove(header::CONTENT_ENCODING);
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        account.finish(None, 0);
+        return Ok(Response::from_parts(parts, full(bytes)));
+    }
+    if encoded {
+        // The upstream ignored `Accept-Encoding: identity`: pass it on uncounted.
+        account.finish(None, 0);
+        return Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed_unsync(),
+        ));
+    }
+    if ctype.starts_with("text/event-stream") {
+        let checker = tool_check.map(|d| StreamToolCheck::new(d, app.tool_schemas.clone()));
+        let app2 = app.clone();
+        let on_end = Box::new(move |usage: Option<Usage>, end: StreamEnd| {
+            match &end {
+                StreamEnd::Cut => app2.metrics.event("cut"),
+                StreamEnd::ToolCallInvalid(msg) => {
+                    app2.metrics.event("tool_call_invalid");
+                    app2.auditor.record(AuditEvent {
+                        event: EventKind::ToolCallInvalid,
+                        reason: Some(Code::ToolCallInvalid.as_str().into()),
+                        detail: Some(serde_json::json!({ "error": msg })),
+                        ..audit_base
+                    });
+                }
+                StreamEnd::Complete => {}
+            }
+            account.finish(usage, 0);
+        });
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let body = SseBody::new(
+            body,
+            StreamTracker::new(route),
+            ex.injected_usage,
+            checker,
+            on_end,
+        );
+        return Ok(Response::from_parts(parts, body.boxed_unsync()));
+    }
+    if !ctype.starts_with("application/json") {
+        account.finish(None, 0);
+        return Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed_unsync(),
+        ));
+    }
+    if let Some(decls) =
+        tool_check.filter(|_| matches!(route, ApiRoute::ChatCompletions | ApiRoute::Responses))
+    {
+        let raw = Limited::new(body, MAX_VALIDATE_BODY)
+            .collect()
+            .await
+            .map_err(|_| {
+                ProxyError::new(
+                    Code::UpstreamStreamCut,
+                    "the upstream response could not be read",
+                )
+            })?
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
+        if let Err(msg) = app.tool_schemas.check_response(&decls, &v) {
+            app.auditor.record(AuditEvent {
+                event: EventKind::ToolCallInvalid,
+                reason: Some(Code::ToolCallInvalid.as_str().into()),
+                detail: Some(serde_json::json!({ "error": msg })),
+                ..audit_base
+            });
+            account.finish(extract_usage(&v), 0);
+            return Err(ProxyError::new(
+                Code::ToolCallInvalid,
+                format!("tool call rejected: {msg}"),
+            ));
+        }
+        account.finish(extract_usage(&v), 0);
+        return Ok(Response::from_parts(parts, full(raw)));
+    }
+    let tee = Tee {
+        inner: body,
+        buf: BytesMut::new(),
+        overflow: false,
+        account: Some(account),
+    };
+    Ok(Response::from_parts(parts, tee.boxed_unsync()))
+}
+
+fn full(b: Bytes) -> RespBody {
+    Full::new(b).map_err(|never| match never {}).boxed_unsync()
+}
+
+fn decompress(raw: &[u8]) -> Option<Bytes> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(raw)
+        .take(MAX_ERROR_BODY as u64)
+        .read_to_end(&mut out)
+        .ok()?;
+    Some(Bytes::from(out))
+}
+
+/// Passes a JSON body through while keeping a copy; reads usage when it ends.
+struct Tee {
+    inner: Incoming,
+    buf: BytesMut,
+    overflow: bool,
+    account: Option<Account>,
+}
+
+impl Tee {
+    fn end(&mut self) {
+        if let Some(a) = self.account.take() {
+            let usage = if self.overflow {
+                None
+            } else {
+                serde_json::from_slice::<serde_json::Value>(&self.buf)
+                    .ok()
+                    .and_then(|v| extract_usage(&v))
+            };
+            a.finish(usage, 0);
+        }
+    }
+}
+
+impl Body for Tee {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    if this.buf.len() + d.len() <= MAX_TEE {
+                        this.buf.extend_from_slice(d);
+                    } else {
+                        this.overflow = true;
+                    }
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.overflow = true;
+                this.end();
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                this.end();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
