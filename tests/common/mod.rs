@@ -304,30 +304,46 @@ impl Proxy {
         Self::start_in(dir, policy_dir)
     }
 
+    /// Like [`Proxy::start`] with extra environment variables for the proxy process.
+    pub fn start_with_env(policy: &str, env: &[(&str, &str)]) -> Proxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy_dir = dir.path().join("policies");
+        std::fs::create_dir_all(&policy_dir).expect("mkdir");
+        std::fs::write(policy_dir.join("00.toml"), policy).expect("write policy");
+        Self::start_full(dir, policy_dir, env)
+    }
+
     /// Starts the proxy on an existing work dir and policy directory.
     pub fn start_in(dir: tempfile::TempDir, policy_dir: PathBuf) -> Proxy {
+        Self::start_full(dir, policy_dir, &[])
+    }
+
+    /// Starts the proxy with everything explicit.
+    pub fn start_full(dir: tempfile::TempDir, policy_dir: PathBuf, env: &[(&str, &str)]) -> Proxy {
         let certs = dir.path().join("certs");
         let audit = dir.path().join("audit/audit.jsonl");
-        let mut proc = Proc::spawn(
-            &[
-                "--log-format",
-                "json",
-                "run",
-                "--policy",
-                policy_dir.to_str().expect("utf8"),
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--certs",
-                certs.to_str().expect("utf8"),
-                "--audit",
-                audit.to_str().expect("utf8"),
-                "--drain-seconds",
-                "5",
-            ],
-            None,
-        );
+        let mut cmd = Command::new(bin());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.args([
+            "--log-format",
+            "json",
+            "run",
+            "--policy",
+            policy_dir.to_str().expect("utf8"),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--certs",
+            certs.to_str().expect("utf8"),
+            "--audit",
+            audit.to_str().expect("utf8"),
+            "--drain-seconds",
+            "5",
+        ]);
+        let mut proc = Proc::spawn_cmd(cmd);
         let (addr, admin) = proc.wait_for("proxy listening", |l| {
             let v: serde_json::Value = serde_json::from_str(l).ok()?;
             let f = &v["fields"];
