@@ -24,10 +24,7 @@ fn openai_features_through_the_proxy() {
     let pki = Pki::new(&["api.mock.test"]);
     let mock = Mock::start_tls(&pki.chain, &pki.key, &[]);
     let extra = "\n[[provider]]\nname = \"mockai\"\nbase_url = \"https://api.mock.test/v1\"\npricing = { input_per_mtok = 1000000.0, output_per_mtok = 2000000.0 }\n\n[[route]]\nname = \"labels\"\nmatch = { model = [\"gpt-4o-mini\"], header = \"never\" }\ntargets = [{ provider = \"mockai\" }]\n\n[tool_calls]\nvalidate = true\non_invalid = \"reject\"\n";
-    let policy = mock_policy(&pki, mock.addr, "").replace(
-        "methods = [\"GET\", \"POST\"]\n",
-        "methods = [\"GET\", \"POST\"]\n",
-    ) + extra;
+    let policy = mock_policy(&pki, mock.addr, "") + extra;
     let policy = policy.replace("[[route]]", "[[provider]]\nname = \"keyed\"\nbase_url = \"https://api.mock.test/v1/keyed\"\napi_key = { env = \"LLM_EGRESS_TEST_KEY\" }\n\n[[route]]").replace("targets = [{ provider = \"mockai\" }]", "targets = [{ provider = \"keyed\", model = \"gpt-4o-mini\" }]");
     let proxy = Proxy::start_with_env(&policy, &[("LLM_EGRESS_TEST_KEY", "sk-route-key")]);
     let script = concat!(
