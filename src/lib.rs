@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod mock_provider;
 pub mod openai;
 pub mod policy;
+pub mod protect;
 pub mod proxy;
 pub mod reload;
 pub mod route;

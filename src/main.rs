@@ -110,6 +110,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
+    /// Prompt-protection keys.
+    Protect {
+        #[command(subcommand)]
+        cmd: ProtectCmd,
+    },
     /// Run the OpenAI-compatible mock provider.
     MockProvider {
         /// Listen address.
@@ -158,6 +163,16 @@ enum CaCmd {
         /// Output file (default: stdout).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProtectCmd {
+    /// Write a new 256-bit protection key (base64, mode 0600); refuses to overwrite.
+    Keygen {
+        /// Key file to create.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -252,6 +267,16 @@ async fn dispatch(cmd: Cmd) -> Result<i32> {
                 &mut std::io::stdout(),
                 &mut std::io::stderr(),
             ));
+        }
+        Cmd::Protect {
+            cmd: ProtectCmd::Keygen { out },
+        } => {
+            llm_egress::protect::keygen(&out)?;
+            println!(
+                "wrote {} (mode 0600); reference it as keys = [{{ id = \"k1\", file = \"{}\" }}]",
+                out.display(),
+                out.display()
+            );
         }
         Cmd::Policy {
             cmd: PolicyCmd::Schema,

@@ -26,6 +26,7 @@ pub struct Metrics {
     tokens: Family<UsageLabels, Counter>,
     cost: Family<CostLabels, Counter<f64, AtomicU64>>,
     events: Family<Labels, Counter>,
+    protected: Family<[(&'static str, String); 1], Counter>,
     total: AtomicU64,
 }
 
@@ -86,7 +87,14 @@ impl Metrics {
             "Stream incidents (cut, usage_injected, usage_dropped, tool_call_invalid)",
             events.clone(),
         );
+        let protected = Family::<[(&'static str, String); 1], Counter>::default();
+        registry.register(
+            "protected_spans",
+            "Sensitive spans protected before leaving, by detector",
+            protected.clone(),
+        );
         Metrics {
+            protected,
             registry,
             requests,
             refused,
@@ -155,6 +163,13 @@ impl Metrics {
                 ])
                 .inc_by(c);
         }
+    }
+
+    /// Spans protected by a detector.
+    pub fn protected(&self, detector: &str, n: u64) {
+        self.protected
+            .get_or_create(&[("detector", detector.to_owned())])
+            .inc_by(n);
     }
 
     /// Counts a stream incident.

@@ -141,6 +141,8 @@ pub struct Policy {
     pub model_labels: std::collections::HashSet<String>,
     /// Tool-call validation settings, when enabled.
     pub tool_calls: Option<super::model::ToolCallsSection>,
+    /// Prompt protection, when `mode = "tokenize"`.
+    pub protector: Option<Arc<crate::protect::Protector>>,
 }
 
 // === impl Policy ===
@@ -283,6 +285,7 @@ impl Policy {
             model_labels.extend(r.targets.iter().filter_map(|t| t.model.clone()));
         }
         let tool_calls = model.tool_calls.clone().filter(|t| t.validate);
+        let protector = protector(&model)?;
         Ok(Policy {
             hash,
             loaded_at: SystemTime::now(),
@@ -294,6 +297,7 @@ impl Policy {
             providers,
             model_labels,
             tool_calls,
+            protector,
         })
     }
 
@@ -372,6 +376,41 @@ pub fn field_path(s: &str) -> super::locate::FieldPath {
         }
     }
     fp
+}
+
+fn protector(model: &PolicyFile) -> Result<Option<Arc<crate::protect::Protector>>, CompileError> {
+    use super::model::ProtectMode;
+    let Some(p) = model
+        .protect
+        .as_ref()
+        .filter(|p| p.mode == ProtectMode::Tokenize)
+    else {
+        return Ok(None);
+    };
+    let mut keys = Vec::new();
+    for (i, k) in p.keys.iter().enumerate() {
+        let key = match (&k.file, &k.env) {
+            (Some(f), _) => crate::protect::load_key_file(Path::new(f)),
+            (None, Some(e)) => crate::protect::key_from_env(e),
+            (None, None) => {
+                return Err(err(format!("protect.keys[{i}]"), "a key needs file or env"))
+            }
+        }
+        .map_err(|e| err(format!("protect.keys[{i}]"), e.to_string()))?;
+        keys.push((k.id.clone(), key));
+    }
+    let cfg = crate::protect::ProtectConfig {
+        keys,
+        detectors: p.detectors.clone(),
+        patterns: p
+            .patterns
+            .iter()
+            .map(|x| (x.name.clone(), x.regex.clone()))
+            .collect(),
+    };
+    crate::protect::Protector::new(&cfg)
+        .map(|p| Some(Arc::new(p)))
+        .map_err(|e| err("protect", e.to_string()))
 }
 
 fn providers(model: &PolicyFile) -> Result<Vec<ProviderInfo>, CompileError> {

@@ -33,6 +33,8 @@ pub struct Exchange {
     pub price: Option<crate::openai::usage::Price>,
     /// Prompt characters (for per-character pricing).
     pub prompt_chars: u64,
+    /// Spans protected, by detector.
+    pub protected: Vec<(String, u64)>,
 }
 
 /// Outcome of the parse step: the body to forward.
@@ -44,7 +46,9 @@ pub enum Body {
 }
 
 /// Reads and parses the body when `route` is a JSON OpenAI route; otherwise passes it on.
+#[allow(clippy::too_many_arguments)]
 pub async fn parse(
+    protector: Option<&crate::protect::Protector>,
     method: &http::Method,
     headers: &mut HeaderMap,
     body: Incoming,
@@ -105,6 +109,25 @@ pub async fn parse(
         && parsed.set_include_usage()
     {
         ex.injected_usage = true;
+    }
+    // Step 4: protect sensitive spans before anything leaves; on failure send nothing.
+    if let Some(p) = protector {
+        if let Some(map) = parsed.body_mut() {
+            let mut v = serde_json::Value::Object(std::mem::take(map));
+            let result = p.protect_request(&mut v);
+            if let serde_json::Value::Object(m) = v {
+                *map = m;
+            }
+            match result {
+                Ok(stats) => ex.protected = stats.by_detector.into_iter().collect(),
+                Err(e) => {
+                    return Err(ProxyError::new(
+                        Code::ProtectFailed,
+                        format!("prompt protection failed, nothing was sent: {e}"),
+                    ));
+                }
+            }
+        }
     }
     let out = if parsed.is_modified() {
         parsed.to_bytes()

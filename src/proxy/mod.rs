@@ -8,4 +8,5 @@ pub mod pipeline;
 pub mod response;
 pub mod rewind;
 pub mod sse_body;
+pub mod sse_restore;
 pub mod url;

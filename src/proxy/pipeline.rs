@@ -88,7 +88,16 @@ pub async fn handle(
         }
         Err(e) => {
             app.metrics.refused(e.code);
-            if e.code.is_block() {
+            if e.code == Code::ProtectFailed {
+                app.auditor.record(event(
+                    EventKind::ProtectError,
+                    Some(e.code),
+                    &ctx,
+                    &info,
+                    &rid,
+                    None,
+                ));
+            } else if e.code.is_block() {
                 app.auditor.record(event(
                     EventKind::Blocked,
                     Some(e.code),
@@ -198,6 +207,7 @@ async fn forward(
         ..Exchange::default()
     };
     let (body, _parsed) = exchange::parse(
+        policy.protector.as_deref(),
         &parts.method,
         &mut parts.headers,
         body,
@@ -258,7 +268,19 @@ async fn forward(
         prompt_chars: ex.prompt_chars,
         allowed: policy.log_allowed.then(|| base.clone()),
     };
-    response::respond(app, ex, tool_check, account, base, resp).await
+    for (d, n) in &ex.protected {
+        app.metrics.protected(d, *n);
+    }
+    response::respond(
+        app,
+        ex,
+        tool_check,
+        policy.protector.clone(),
+        account,
+        base,
+        resp,
+    )
+    .await
 }
 
 fn bracket(host: &str) -> String {

@@ -91,6 +91,7 @@ pub async fn respond(
     app: &Arc<App>,
     ex: Exchange,
     tool_check: Option<Arc<Vec<crate::openai::request::ToolDecl>>>,
+    protector: Option<Arc<crate::protect::Protector>>,
     account: Account,
     audit_base: AuditEvent,
     resp: Response<Incoming>,
@@ -166,11 +167,13 @@ pub async fn respond(
             account.finish(usage, 0);
         });
         parts.headers.remove(header::CONTENT_LENGTH);
+        let restore = protector.map(super::sse_restore::SseRestore::new);
         let body = SseBody::new(
             body,
             StreamTracker::new(route),
             ex.injected_usage,
             checker,
+            restore,
             on_end,
         );
         return Ok(Response::from_parts(parts, body.boxed_unsync()));
@@ -182,9 +185,9 @@ pub async fn respond(
             body.map_err(BoxError::from).boxed_unsync(),
         ));
     }
-    if let Some(decls) =
-        tool_check.filter(|_| matches!(route, ApiRoute::ChatCompletions | ApiRoute::Responses))
-    {
+    let decls =
+        tool_check.filter(|_| matches!(route, ApiRoute::ChatCompletions | ApiRoute::Responses));
+    if decls.is_some() || protector.is_some() {
         let raw = Limited::new(body, MAX_VALIDATE_BODY)
             .collect()
             .await
@@ -195,22 +198,41 @@ pub async fn respond(
                 )
             })?
             .to_bytes();
-        let v: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
-        if let Err(msg) = app.tool_schemas.check_response(&decls, &v) {
-            app.auditor.record(AuditEvent {
-                event: EventKind::ToolCallInvalid,
-                reason: Some(Code::ToolCallInvalid.as_str().into()),
-                detail: Some(serde_json::json!({ "error": msg })),
-                ..audit_base
-            });
-            account.finish(extract_usage(&v), 0);
-            return Err(ProxyError::new(
-                Code::ToolCallInvalid,
-                format!("tool call rejected: {msg}"),
-            ));
+        let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&raw) else {
+            account.finish(None, 0);
+            return Ok(Response::from_parts(parts, full(raw)));
+        };
+        if let Some(decls) = decls {
+            if let Err(msg) = app.tool_schemas.check_response(&decls, &v) {
+                app.auditor.record(AuditEvent {
+                    event: EventKind::ToolCallInvalid,
+                    reason: Some(Code::ToolCallInvalid.as_str().into()),
+                    detail: Some(serde_json::json!({ "error": msg })),
+                    ..audit_base
+                });
+                account.finish(extract_usage(&v), 0);
+                return Err(ProxyError::new(
+                    Code::ToolCallInvalid,
+                    format!("tool call rejected: {msg}"),
+                ));
+            }
         }
-        account.finish(extract_usage(&v), 0);
-        return Ok(Response::from_parts(parts, full(raw)));
+        let usage = extract_usage(&v);
+        let out = match protector {
+            Some(p) => {
+                let st = p.restore_response(&mut v);
+                if st.failed > 0 {
+                    app.metrics.event("restore_failed");
+                }
+                Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+            }
+            None => raw,
+        };
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        account.finish(usage, 0);
+        return Ok(Response::from_parts(parts, full(out)));
     }
     let tee = Tee {
         inner: body,

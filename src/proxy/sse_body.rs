@@ -40,6 +40,7 @@ pub struct SseBody {
     drop_usage_chunk: bool,
     usage: Option<Usage>,
     tools: Option<StreamToolCheck>,
+    restore: Option<super::sse_restore::SseRestore>,
     on_end: Option<OnEnd>,
     done: bool,
 }
@@ -53,6 +54,7 @@ impl SseBody {
         tracker: StreamTracker,
         drop_usage_chunk: bool,
         tools: Option<StreamToolCheck>,
+        restore: Option<super::sse_restore::SseRestore>,
         on_end: OnEnd,
     ) -> Self {
         SseBody {
@@ -63,6 +65,7 @@ impl SseBody {
             drop_usage_chunk,
             usage: None,
             tools,
+            restore,
             on_end: Some(on_end),
             done: false,
         }
@@ -83,43 +86,56 @@ impl SseBody {
         self.tracker.observe(json);
         let has_usage = memchr::memmem::find(json.as_bytes(), b"\"usage\":{").is_some()
             || memchr::memmem::find(json.as_bytes(), b"\"usage\": {").is_some();
-        let has_tools = self.tools.is_some()
-            && memchr::memmem::find(json.as_bytes(), b"\"tool_calls\"").is_some();
-        if has_usage || has_tools {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(json) {
-                if has_usage {
-                    if let Some(u) = extract_usage(&v) {
-                        self.usage = Some(u);
-                    }
-                    if self.drop_usage_chunk && is_usage_only_chunk(&v) {
-                        return;
-                    }
-                }
-                if let Some(t) = self.tools.as_mut() {
-                    match t.observe(&v, f.raw.clone()) {
-                        Ok(released) => {
-                            for b in released {
-                                self.out.push_back(b);
-                            }
-                        }
-                        Err(msg) => self.fail(StreamEnd::ToolCallInvalid(msg)),
-                    }
-                    return;
-                }
+        let has_tools = self.tools.as_ref().is_some_and(|t| {
+            t.holding() || memchr::memmem::find(json.as_bytes(), b"\"tool_calls\"").is_some()
+        });
+        if !(has_usage || has_tools || self.restore.is_some()) {
+            self.out.push_back(f.raw);
+            return;
+        }
+        let Ok(mut v) = serde_json::from_str::<serde_json::Value>(json) else {
+            self.out.push_back(f.raw);
+            return;
+        };
+        let mut raw = f.raw;
+        if let Some(r) = self.restore.as_mut() {
+            if r.rewrite(&mut v) {
+                raw = crate::openai::sse::encode_data(&serde_json::to_vec(&v).unwrap_or_default());
             }
-        } else if let Some(t) = self.tools.as_mut() {
-            if t.holding() {
-                match t.observe_plain(json, f.raw.clone()) {
+        }
+        if has_usage {
+            if let Some(u) = extract_usage(&v) {
+                self.usage = Some(u);
+            }
+            if self.drop_usage_chunk && is_usage_only_chunk(&v) {
+                return;
+            }
+        }
+        if has_tools {
+            if let Some(t) = self.tools.as_mut() {
+                match t.observe(&v, raw) {
                     Ok(released) => self.out.extend(released),
                     Err(msg) => self.fail(StreamEnd::ToolCallInvalid(msg)),
                 }
                 return;
             }
         }
-        self.out.push_back(f.raw);
+        self.out.push_back(raw);
+    }
+
+    /// Chunks for text the restorer still holds when the stream ends without finish_reason.
+    fn flush_restore(&mut self) {
+        if let Some(r) = self.restore.as_mut() {
+            for v in r.flush() {
+                let b =
+                    crate::openai::sse::encode_data(&serde_json::to_vec(&v).unwrap_or_default());
+                self.out.push_back(b);
+            }
+        }
     }
 
     fn emit(&mut self, raw: Bytes) {
+        self.flush_restore();
         if let Some(t) = self.tools.as_mut() {
             match t.flush() {
                 Ok(released) => self.out.extend(released),

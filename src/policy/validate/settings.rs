@@ -13,7 +13,7 @@ use crate::policy::locate::FieldPath;
 use crate::policy::model::{PolicyFile, ProtectKey, ProtectMode, ProtectSection};
 
 /// The built-in detectors of `[protect]`.
-pub(crate) const DETECTORS: &[&str] = &["email", "phone", "credit_card", "iban", "secret"];
+pub(crate) use crate::protect::DETECTORS;
 
 const KEYGEN: &str = "create one with `llm-egress protect keygen --out certs/protect.key`";
 
@@ -129,8 +129,20 @@ fn protect(cx: &mut Ctx<'_>, p: &ProtectSection) {
     let mut names = HashSet::new();
     for (j, pat) in p.patterns.iter().enumerate() {
         let pat_at = at.clone().key("patterns").index(j);
+        let valid_name = pat.name.len() <= 32
+            && pat.name.starts_with(|c: char| c.is_ascii_lowercase())
+            && pat
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if pat.name.trim().is_empty() {
             cx.push(pat_at.clone().key("name"), "pattern name is empty", None);
+        } else if !valid_name || DETECTORS.contains(&pat.name.as_str()) {
+            cx.push(
+                pat_at.clone().key("name"),
+                format!("pattern name \"{}\" must match [a-z][a-z0-9_]{{0,31}} and not be a built-in detector", pat.name),
+                Some("it becomes part of each token, e.g. customer_id".into()),
+            );
         } else if !names.insert(pat.name.as_str()) {
             cx.push(
                 pat_at.clone().key("name"),
@@ -208,7 +220,7 @@ fn key_file(cx: &mut Ctx<'_>, at: FieldPath, file: &str) {
             return;
         }
     };
-    if meta.permissions().mode() & 0o044 != 0 {
+    if meta.permissions().mode() & 0o077 != 0 {
         cx.push(at, format!("key file {file} is readable by group or others; run: chmod 600 {file}"), Some("protection keys must be private to the proxy's user (Kubernetes: defaultMode: 0400 on the Secret volume)".into()));
         return;
     }
