@@ -21,6 +21,7 @@ pub mod reload;
 pub mod route;
 pub mod tls;
 pub mod toolcalls;
+pub mod watchdog;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -53,6 +54,12 @@ pub struct App {
     pub ready: AtomicBool,
     /// Process start.
     pub started: Instant,
+    /// Circuit breakers per provider (survive reloads).
+    pub breakers: route::BreakerRegistry,
+    /// Recent latency per provider, for `fastest`.
+    pub latency: route::LatencyRegistry,
+    /// Handshake and time-to-headers baselines per endpoint, audited on departure.
+    pub timing: Arc<watchdog::TimingObserver>,
     /// Compiled tool schemas, shared across requests.
     pub tool_schemas: Arc<toolcalls::SchemaCache>,
     /// Bumped on every policy swap, so long-lived tunnels can re-check their host.

@@ -21,16 +21,21 @@ pub enum Outcome {
 
 /// Loads, validates and compiles the policy at `path`, reusing `prev`'s upstream pools.
 /// Every error carries file, line and column.
-pub fn load(path: &std::path::Path, prev: Option<&Policy>) -> Result<Policy, PolicyErrors> {
+pub fn load(
+    path: &std::path::Path,
+    prev: Option<&Policy>,
+    observer: Option<Arc<dyn crate::tls::client::ConnectObserver>>,
+) -> Result<Policy, PolicyErrors> {
     let loaded = policy::validate::load_and_validate(path)?;
-    compile(loaded, prev)
+    compile(loaded, prev, observer)
 }
 
 fn compile(
     loaded: policy::load::LoadedPolicy,
     prev: Option<&Policy>,
+    observer: Option<Arc<dyn crate::tls::client::ConnectObserver>>,
 ) -> Result<Policy, PolicyErrors> {
-    Policy::compile(loaded.model, loaded.hash, prev, None).map_err(|e| {
+    Policy::compile(loaded.model, loaded.hash, prev, observer).map_err(|e| {
         PolicyErrors::from(loaded.locator.error(
             &policy::compile::field_path(&e.path),
             e.message,
@@ -59,7 +64,7 @@ impl App {
                         .collect(),
                 ));
             }
-            compile(loaded, Some(&current)).map(Some)
+            compile(loaded, Some(&current), Some(self.timing.clone())).map(Some)
         });
         match result {
             Ok(None) => {

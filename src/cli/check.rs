@@ -6,7 +6,7 @@ use crate::policy::model::Mode;
 
 /// Runs `check`; returns the exit code (0 valid, 1 invalid).
 pub fn run(path: &Path) -> i32 {
-    let policy = match crate::reload::load(path, None) {
+    let policy = match crate::reload::load(path, None, None) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{e}");

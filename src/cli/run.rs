@@ -49,7 +49,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     let ca = CertAuthority::new(files)?;
     // Fail closed: no valid policy, no proxy.
-    let policy = crate::reload::load(&opts.policy, None).map_err(|e| {
+    let timing = Arc::new(crate::watchdog::TimingObserver::new(Arc::new(
+        crate::route::TimingWatch::new(),
+    )));
+    let policy = crate::reload::load(&opts.policy, None, Some(timing.clone())).map_err(|e| {
         anyhow::anyhow!(
             "policy {} is not valid; refusing to start:\n{e}",
             opts.policy.display()
@@ -84,6 +87,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let key = ChainKey::load_or_create(&opts.certs.join(CHAIN_KEY_FILE))?;
     let (auditor, audit_task) = Auditor::start(audit_path.clone(), key, 8192).await?;
     auditor.set_policy_hash(&policy.hash);
+    let _ = timing.auditor.set(auditor.clone());
     let proxy_l = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding proxy port {listen}"))?;
@@ -102,6 +106,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         stopping: CancellationToken::new(),
         policy_generation: tokio::sync::watch::channel(0).0,
         tool_schemas: Default::default(),
+        breakers: crate::route::BreakerRegistry::new(),
+        latency: crate::route::LatencyRegistry::new(),
+        timing: timing.clone(),
     });
     auditor.record(AuditEvent {
         event: EventKind::PolicyLoaded,

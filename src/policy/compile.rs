@@ -117,6 +117,20 @@ pub struct ProviderInfo {
     pub price: Option<crate::openai::usage::Price>,
     /// Whether it accepts `stream_options.include_usage`.
     pub stream_usage: bool,
+    /// `Authorization: Bearer <key>` for this provider, when it has an `api_key`.
+    pub auth: Option<Secret>,
+    /// Circuit-breaker settings (defaults, then the provider's overrides).
+    pub breaker: crate::route::BreakerConfig,
+}
+
+/// A credential header value that never prints.
+#[derive(Clone)]
+pub struct Secret(pub http::HeaderValue);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 /// The compiled, immutable policy. Requests hold an `Arc<Policy>` for their lifetime.
@@ -453,9 +467,32 @@ fn providers(model: &PolicyFile) -> Result<Vec<ProviderInfo>, CompileError> {
             prefix,
             price,
             stream_usage: p.stream_usage.unwrap_or(true),
+            auth: api_key(p, i)?,
+            breaker: crate::route::BreakerConfig::from_model(
+                model.breaker.as_ref(),
+                p.breaker.as_ref(),
+            ),
         });
     }
     Ok(out)
+}
+
+fn api_key(p: &super::model::ProviderEntry, i: usize) -> Result<Option<Secret>, CompileError> {
+    use super::model::SecretSource;
+    let path = format!("provider[{i}].api_key");
+    let key = match &p.api_key {
+        None => return Ok(None),
+        Some(SecretSource::Env { env }) => std::env::var(env)
+            .map_err(|_| err(&path, format!("environment variable {env} is not set")))?,
+        Some(SecretSource::File { file }) => std::fs::read_to_string(file)
+            .map_err(|e| err(&path, format!("{file}: {e}")))?
+            .trim()
+            .to_owned(),
+    };
+    let mut v = http::HeaderValue::from_str(&format!("Bearer {key}"))
+        .map_err(|_| err(&path, "the key contains characters not allowed in a header"))?;
+    v.set_sensitive(true);
+    Ok(Some(Secret(v)))
 }
 
 fn err(path: impl Into<String>, message: impl Into<String>) -> CompileError {

@@ -271,6 +271,7 @@ async fn forward(
     for (d, n) in &ex.protected {
         app.metrics.protected(d, *n);
     }
+    let resp = resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
     response::respond(
         app,
         ex,

@@ -11,8 +11,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::Response;
 use http_body::{Body, Frame};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full};
 
 use super::exchange::Exchange;
 use super::pipeline::RespBody;
@@ -94,16 +93,13 @@ pub async fn respond(
     protector: Option<Arc<crate::protect::Protector>>,
     account: Account,
     audit_base: AuditEvent,
-    resp: Response<Incoming>,
+    resp: Response<RespBody>,
 ) -> Result<Response<RespBody>, ProxyError> {
     let (mut parts, body) = resp.into_parts();
     super::headers::strip_hop_by_hop(&mut parts.headers);
     let Some(route) = ex.route else {
         account.finish(None, 0);
-        return Ok(Response::from_parts(
-            parts,
-            body.map_err(BoxError::from).boxed_unsync(),
-        ));
+        return Ok(Response::from_parts(parts, body));
     };
     let ctype = parts
         .headers
@@ -116,10 +112,8 @@ pub async fn respond(
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| v.as_bytes() != b"identity");
     if !parts.status.is_success() {
-        let raw = Limited::new(body, MAX_ERROR_BODY)
-            .collect()
+        let raw = collect_limited(body, MAX_ERROR_BODY)
             .await
-            .map(|c| c.to_bytes())
             .unwrap_or_default();
         let raw = if encoded {
             decompress(&raw).unwrap_or(raw)
@@ -142,10 +136,7 @@ pub async fn respond(
     if encoded {
         // The upstream ignored `Accept-Encoding: identity`: pass it on uncounted.
         account.finish(None, 0);
-        return Ok(Response::from_parts(
-            parts,
-            body.map_err(BoxError::from).boxed_unsync(),
-        ));
+        return Ok(Response::from_parts(parts, body));
     }
     if ctype.starts_with("text/event-stream") {
         let checker = tool_check.map(|d| StreamToolCheck::new(d, app.tool_schemas.clone()));
@@ -180,24 +171,19 @@ pub async fn respond(
     }
     if !ctype.starts_with("application/json") {
         account.finish(None, 0);
-        return Ok(Response::from_parts(
-            parts,
-            body.map_err(BoxError::from).boxed_unsync(),
-        ));
+        return Ok(Response::from_parts(parts, body));
     }
     let decls =
         tool_check.filter(|_| matches!(route, ApiRoute::ChatCompletions | ApiRoute::Responses));
     if decls.is_some() || protector.is_some() {
-        let raw = Limited::new(body, MAX_VALIDATE_BODY)
-            .collect()
+        let raw = collect_limited(body, MAX_VALIDATE_BODY)
             .await
             .map_err(|_| {
                 ProxyError::new(
                     Code::UpstreamStreamCut,
                     "the upstream response could not be read",
                 )
-            })?
-            .to_bytes();
+            })?;
         let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&raw) else {
             account.finish(None, 0);
             return Ok(Response::from_parts(parts, full(raw)));
@@ -243,6 +229,21 @@ pub async fn respond(
     Ok(Response::from_parts(parts, tee.boxed_unsync()))
 }
 
+/// Reads a whole body of at most `limit` bytes.
+async fn collect_limited(mut body: RespBody, limit: usize) -> Result<Bytes, ()> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ())?;
+        if let Some(d) = frame.data_ref() {
+            if buf.len() + d.len() > limit {
+                return Err(());
+            }
+            buf.extend_from_slice(d);
+        }
+    }
+    Ok(buf.freeze())
+}
+
 fn full(b: Bytes) -> RespBody {
     Full::new(b).map_err(|never| match never {}).boxed_unsync()
 }
@@ -259,7 +260,7 @@ fn decompress(raw: &[u8]) -> Option<Bytes> {
 
 /// Passes a JSON body through while keeping a copy; reads usage when it ends.
 struct Tee {
-    inner: Incoming,
+    inner: RespBody,
     buf: BytesMut,
     overflow: bool,
     account: Option<Account>,
@@ -303,7 +304,7 @@ impl Body for Tee {
             Poll::Ready(Some(Err(e))) => {
                 this.overflow = true;
                 this.end();
-                Poll::Ready(Some(Err(e.into())))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 this.end();

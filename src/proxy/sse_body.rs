@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use crate::openai::errors::stream_error_event;
 use crate::openai::sse::{SseDecoder, SseFrame, SseTail};
@@ -33,7 +32,7 @@ pub enum StreamEnd {
 
 /// The streaming response body.
 pub struct SseBody {
-    inner: Incoming,
+    inner: super::pipeline::RespBody,
     decoder: SseDecoder,
     tracker: StreamTracker,
     out: VecDeque<Bytes>,
@@ -50,7 +49,7 @@ pub struct SseBody {
 impl SseBody {
     /// Wraps an upstream event stream.
     pub fn new(
-        inner: Incoming,
+        inner: super::pipeline::RespBody,
         tracker: StreamTracker,
         drop_usage_chunk: bool,
         tools: Option<StreamToolCheck>,
