@@ -7,6 +7,7 @@ pub mod listener;
 pub mod pipeline;
 pub mod response;
 pub mod rewind;
+pub mod routing;
 pub mod sse_body;
 pub mod sse_restore;
 pub mod url;

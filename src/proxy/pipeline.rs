@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use super::exchange::{self, Exchange};
 use super::headers::{conflicting_framing, strip_control, strip_hop_by_hop};
 use super::response::{self, Account};
+use super::routing;
 use super::url::{normalize_host, normalize_path};
 use crate::audit::{AuditEvent, EventKind};
 use crate::error::{Code, ProxyError};
@@ -161,62 +162,122 @@ async fn forward(
     info: &mut Info,
 ) -> Result<Response<RespBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
-    // Step 1: where is this request going, and does that agree with the tunnel?
-    let (https, host, port) = target(ctx, &parts.uri, &parts.headers)?;
-    info.host = Some(host.clone());
-    info.port = Some(port);
-    // Step 2: normalize, then the allowlist.
+    let gateway = matches!(ctx.origin, Origin::Gateway);
+    // Step 2 (first half): normalize the path; refuse ambiguous framing.
     let path = normalize_path(parts.uri.path())
         .map_err(|e| ProxyError::new(Code::InvalidUrl, e.to_string()))?;
-    let scheme = if https { "https" } else { "http" };
-    let default_port = if https { 443 } else { 80 };
-    let authority = if port == default_port {
-        bracket(&host)
-    } else {
-        format!("{}:{port}", bracket(&host))
-    };
-    info.url = Some(format!("{scheme}://{authority}{path}"));
-    let (endpoint, rule) = match policy.check(https, &host, port, &path, &parts.method) {
-        Verdict::Allowed(e, r) => (e, r),
-        Verdict::MethodNotAllowed(e) => {
-            info.rule = Some(e.name.clone());
-            return Err(ProxyError::new(
-                Code::MethodNotAllowed,
-                format!("{} is not allowed for {}", parts.method, e.name),
-            ));
-        }
-        Verdict::NotAllowed => {
-            return Err(ProxyError::new(
-                Code::EndpointNotAllowed,
-                format!("{scheme}://{authority}{path} is not on the allowlist"),
-            ))
-        }
-    };
-    info.rule = Some(endpoint.name.clone());
     if conflicting_framing(&parts.headers) {
         return Err(ProxyError::new(
             Code::BadRequest,
             "conflicting Content-Length / Transfer-Encoding",
         ));
     }
-    // Step 3: parse the body of known OpenAI routes (only where a later step needs it).
-    let route = ApiRoute::from_path(&path);
-    let provider = policy.provider_for(https, &host, port, &path);
-    let mut ex = Exchange {
-        provider: endpoint.name.clone(),
-        ..Exchange::default()
+    let route_header = parts
+        .headers
+        .get("x-llm-egress-route")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    strip_hop_by_hop(&mut parts.headers);
+    strip_control(&mut parts.headers);
+    parts.headers.insert(
+        "x-request-id",
+        HeaderValue::from_str(rid).unwrap_or(HeaderValue::from_static("invalid")),
+    );
+    let api = ApiRoute::from_path(&path);
+    let mut ex = Exchange::default();
+    // Step 1 + 2: where the client sent it, and whether that is allowed. In gateway mode
+    // the route decides, and each target is checked in the attempt loop.
+    let direct = if gateway {
+        info.url = Some(format!("gateway:{path}"));
+        if parts.method == http::Method::GET && path.ends_with("/models") {
+            return Ok(models_list(policy));
+        }
+        if api.is_none() {
+            return Err(no_route(&path));
+        }
+        ex.provider = "gateway".into();
+        parts.headers.remove(header::HOST);
+        None
+    } else {
+        let (https, host, port) = target(ctx, &parts.uri, &parts.headers)?;
+        parts.headers.remove(header::HOST);
+        info.host = Some(host.clone());
+        info.port = Some(port);
+        let scheme = if https { "https" } else { "http" };
+        let authority = if port == if https { 443 } else { 80 } {
+            bracket(&host)
+        } else {
+            format!("{}:{port}", bracket(&host))
+        };
+        info.url = Some(format!("{scheme}://{authority}{path}"));
+        let (endpoint, rule) = match policy.check(https, &host, port, &path, &parts.method) {
+            Verdict::Allowed(e, r) => (e, r),
+            Verdict::MethodNotAllowed(e) => {
+                info.rule = Some(e.name.clone());
+                return Err(ProxyError::new(
+                    Code::MethodNotAllowed,
+                    format!("{} is not allowed for {}", parts.method, e.name),
+                ));
+            }
+            Verdict::NotAllowed => {
+                return Err(ProxyError::new(
+                    Code::EndpointNotAllowed,
+                    format!("{scheme}://{authority}{path} is not on the allowlist"),
+                ))
+            }
+        };
+        info.rule = Some(endpoint.name.clone());
+        ex.provider = endpoint.name.clone();
+        Some((https, host, port, scheme, authority, rule))
     };
-    let (body, _parsed) = exchange::parse(
+    // Step 3 + 4: parse the body of known OpenAI routes and protect it.
+    let provider = direct
+        .as_ref()
+        .and_then(|(https, host, port, ..)| policy.provider_for(*https, host, *port, &path));
+    let (body, mut parsed) = exchange::parse(
         policy.protector.as_deref(),
         &parts.method,
         &mut parts.headers,
         body,
-        route,
+        api,
         provider,
         policy.limits.max_request_body,
         &mut ex,
     )
     .await?;
+    // Step 5: route.
+    if let (Some(p), Some(api)) = (parsed.as_mut(), api) {
+        let model = p.model().map(str::to_owned);
+        let found = crate::route::find_route(
+            &policy.model.route,
+            &crate::route::RouteRequest {
+                model: model.as_deref(),
+                prompt_tokens: Some(p.estimated_prompt_tokens()),
+                path_suffix: &path,
+                route_header: route_header.as_deref(),
+            },
+        );
+        if let Some((_, route)) = found {
+            info.rule = Some(route.name.clone());
+            let routed = routing::Routed {
+                route,
+                api,
+                method: parts.method.clone(),
+                query: parts.uri.query().map(str::to_owned),
+                headers: parts.headers.clone(),
+                client_host: direct.as_ref().map(|d| d.1.clone()),
+                stream: ex.stream,
+                rid: rid.to_owned(),
+            };
+            let won = routing::attempt(app, policy, routed, p).await?;
+            ex.provider = won.provider;
+            ex.price = won.price;
+            return respond(app, policy, ctx, info, rid, ex, won.resp).await;
+        }
+    }
+    let Some((_, host, _, scheme, authority, rule)) = direct else {
+        return Err(no_route(&path));
+    };
     // Step 6: forward the normalized URL over the pooled client.
     let pq = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),
@@ -229,13 +290,6 @@ async fn forward(
         .build()
         .map_err(|e| ProxyError::new(Code::InvalidUrl, e.to_string()))?;
     parts.version = Version::HTTP_11;
-    strip_hop_by_hop(&mut parts.headers);
-    strip_control(&mut parts.headers);
-    parts.headers.remove(header::HOST);
-    parts.headers.insert(
-        "x-request-id",
-        HeaderValue::from_str(rid).unwrap_or(HeaderValue::from_static("invalid")),
-    );
     let up_body = match body {
         exchange::Body::Stream(b) => b.map_err(BoxError::from).boxed_unsync(),
         exchange::Body::Bytes(b) => Full::new(b).map_err(|never| match never {}).boxed_unsync(),
@@ -254,7 +308,20 @@ async fn forward(
         Ok(Ok(r)) => r,
     };
     app.metrics.upstream_latency(t0.elapsed());
-    // Step 7: the response, streamed back.
+    let resp = resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
+    respond(app, policy, ctx, info, rid, ex, resp).await
+}
+
+/// Step 7: the response, streamed back.
+async fn respond(
+    app: &Arc<App>,
+    policy: &Policy,
+    ctx: &Ctx,
+    info: &Info,
+    rid: &str,
+    ex: Exchange,
+    resp: Response<RespBody>,
+) -> Result<Response<RespBody>, ProxyError> {
     let base = event(EventKind::Allowed, None, ctx, info, rid, None);
     let tool_check = policy
         .tool_calls
@@ -271,7 +338,6 @@ async fn forward(
     for (d, n) in &ex.protected {
         app.metrics.protected(d, *n);
     }
-    let resp = resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
     response::respond(
         app,
         ex,
@@ -282,6 +348,42 @@ async fn forward(
         resp,
     )
     .await
+}
+
+fn no_route(path: &str) -> ProxyError {
+    ProxyError::new(
+        Code::NoRoute,
+        format!("no [[route]] takes {path}; in gateway mode every request needs a route (or use HTTPS_PROXY)"),
+    )
+}
+
+/// `GET /v1/models` in gateway mode: the model names and aliases the routes accept.
+fn models_list(policy: &Policy) -> Response<RespBody> {
+    let mut ids: Vec<&str> = policy
+        .model
+        .route
+        .iter()
+        .flat_map(|r| r.matcher.model.iter().flatten())
+        .map(String::as_str)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let data: Vec<_> = ids
+        .iter()
+        .map(|id| serde_json::json!({ "id": id, "object": "model", "created": 0, "owned_by": "llm-egress" }))
+        .collect();
+    let body = serde_json::to_vec(&serde_json::json!({ "object": "list", "data": data }))
+        .unwrap_or_default();
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 fn bracket(host: &str) -> String {
@@ -340,10 +442,7 @@ fn target(
                 a.port_u16().unwrap_or(if https { 443 } else { 80 }),
             ))
         }
-        Origin::Gateway => Err(ProxyError::new(
-            Code::NoRoute,
-            "no route takes this request; use HTTPS_PROXY, or configure [[route]] for gateway mode",
-        )),
+        Origin::Gateway => Err(no_route(uri.path())),
     }
 }
 
