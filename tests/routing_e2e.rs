@@ -1,0 +1,334 @@
+//! Routing and failover end to end: two mock providers behind one route, in forward-proxy
+//! and gateway mode, with injected faults.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use common::*;
+
+const HOSTS: [&str; 3] = ["api.mock.test", "primary.mock.test", "secondary.mock.test"];
+
+struct Two {
+    pki: Pki,
+    primary: Mock,
+    secondary: Mock,
+}
+
+fn two(primary_faults: &[&str], secondary_faults: &[&str]) -> Two {
+    let pki = Pki::new(&HOSTS);
+    let mut a = vec!["--name", "primary"];
+    a.extend_from_slice(primary_faults);
+    let mut b = vec!["--name", "secondary"];
+    b.extend_from_slice(secondary_faults);
+    let primary = Mock::start_tls(&pki.chain, &pki.key, &a);
+    let secondary = Mock::start_tls(&pki.chain, &pki.key, &b);
+    Two {
+        pki,
+        primary,
+        secondary,
+    }
+}
+
+fn policy(t: &Two, routes: &str) -> String {
+    format!(
+        r#"
+[upstream]
+extra_roots = ["{root}"]
+resolve = {{ "api.mock.test:443" = "{p}", "primary.mock.test:443" = "{p}", "secondary.mock.test:443" = "{s}" }}
+
+[[allow]]
+name = "app"
+base_url = "https://api.mock.test/v1"
+
+[[allow]]
+name = "primary"
+base_url = "https://primary.mock.test/v1"
+
+[[allow]]
+name = "secondary"
+base_url = "https://secondary.mock.test/v1"
+
+[[provider]]
+name = "primary"
+base_url = "https://primary.mock.test/v1"
+api_key = {{ env = "PRIMARY_KEY" }}
+pricing = {{ input_per_mtok = 5.0, output_per_mtok = 15.0 }}
+
+[[provider]]
+name = "secondary"
+base_url = "https://secondary.mock.test/v1"
+api_key = {{ env = "SECONDARY_KEY" }}
+pricing = {{ input_per_mtok = 0.5, output_per_mtok = 1.5 }}
+
+[breaker]
+consecutive_failures = 3
+open_for = "30s"
+
+{routes}
+"#,
+        root = t.pki.root_pem.display(),
+        p = t.primary.addr,
+        s = t.secondary.addr,
+    )
+}
+
+const FALLBACK: &str = r#"
+[[route]]
+name = "smart"
+match = { model = ["smart"] }
+strategy = "fallback"
+targets = [{ provider = "primary", model = "p-model" }, { provider = "secondary", model = "s-model" }]
+retry = { attempts = 4, backoff = "10ms", max_backoff = "50ms" }
+"#;
+
+fn start(t: &Two, routes: &str) -> Proxy {
+    Proxy::start_with_env(
+        &policy(t, routes),
+        &[
+            ("PRIMARY_KEY", "sk-primary-key"),
+            ("SECONDARY_KEY", "sk-secondary-key"),
+        ],
+    )
+}
+
+fn header<'a>(rec: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    rec["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))?[1]
+        .as_str()
+}
+
+async fn chat(
+    c: &reqwest::Client,
+    base: &str,
+    model: &str,
+    stream: bool,
+    fault: Option<&str>,
+) -> reqwest::Response {
+    let mut r = c
+        .post(format!("{base}/chat/completions"))
+        .bearer_auth("sk-client-own-key")
+        .header("openai-organization", "org-client")
+        .json(&serde_json::json!({ "model": model, "stream": stream, "messages": [{"role": "user", "content": "route me please"}] }));
+    if let Some(f) = fault {
+        r = r.header("x-mock-fault", f);
+    }
+    r.send().await.expect("send")
+}
+
+#[tokio::test]
+async fn primary_500_is_answered_by_the_secondary_with_swapped_credentials_and_model() {
+    let t = two(&["--faults", "status=500"], &[]);
+    let proxy = start(&t, FALLBACK);
+    let c = proxy.client();
+    let r = chat(&c, "https://api.mock.test/v1", "smart", false, None).await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["system_fingerprint"], "secondary", "{v}");
+    let p = t.primary.requests(&t.pki.root_pem);
+    let s = t.secondary.requests(&t.pki.root_pem);
+    assert!(!p.is_empty() && s.len() == 1);
+    assert_eq!(
+        header(&p[0], "authorization"),
+        Some("Bearer sk-primary-key")
+    );
+    assert_eq!(
+        header(&s[0], "authorization"),
+        Some("Bearer sk-secondary-key")
+    );
+    assert!(
+        header(&s[0], "openai-organization").is_none(),
+        "provider headers dropped when crossing"
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(s[0]["body"].as_str().expect("body")).expect("json");
+    assert_eq!(body["model"], "s-model");
+    for rec in p.iter().chain(s.iter()) {
+        assert!(
+            !rec.to_string().contains("sk-client-own-key"),
+            "the client's key never reaches another provider"
+        );
+    }
+    let fo = proxy.audit_lines(1, |v| v["event"] == "failover");
+    assert_eq!(fo[0]["detail"]["to"], "secondary");
+    assert!(!proxy.proc.output().contains("sk-secondary-key"));
+}
+
+#[tokio::test]
+async fn all_targets_down_is_503_with_retry_after_and_breaker_opens() {
+    let t = two(&["--faults", "status=503"], &["--faults", "status=502"]);
+    let proxy = start(&t, FALLBACK);
+    let c = proxy.client();
+    let r = chat(&c, "https://api.mock.test/v1", "smart", false, None).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "all_targets_unavailable");
+    assert!(v["error"]["upstream"]["provider"].is_string(), "{v}");
+    // Two more failing requests: three consecutive failures open both circuits.
+    for _ in 0..2 {
+        let _ = chat(&c, "https://api.mock.test/v1", "smart", false, None).await;
+    }
+    let opened = proxy.audit_lines(2, |v| v["event"] == "circuit_opened");
+    assert!(opened.len() >= 2, "{opened:?}");
+    let before = t.primary.requests(&t.pki.root_pem).len();
+    let r = chat(&c, "https://api.mock.test/v1", "smart", false, None).await;
+    assert_eq!(r.status(), 503, "open circuits are skipped");
+    assert_eq!(
+        t.primary.requests(&t.pki.root_pem).len(),
+        before,
+        "no request to an open circuit"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_cut_before_content_fails_over_invisibly_after_content_it_is_an_error() {
+    let t = two(&["--faults", "cut_after=0"], &[]);
+    let proxy = start(&t, FALLBACK);
+    let c = proxy.client();
+    // Cut before any content: the client sees one clean stream from the secondary.
+    let r = chat(&c, "https://api.mock.test/v1", "smart", true, None).await;
+    let text = r.text().await.expect("body");
+    assert!(
+        text.contains("\"system_fingerprint\":\"secondary\"") || text.contains("secondary"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(!text.contains("upstream_stream_cut"));
+    assert_eq!(t.secondary.requests(&t.pki.root_pem).len(), 1);
+    drop(proxy);
+    let t = two(&["--faults", "cut_after=2"], &[]);
+    let proxy = start(&t, FALLBACK);
+    let c = proxy.client();
+    let r = chat(&c, "https://api.mock.test/v1", "smart", true, None).await;
+    let text = r.text().await.expect("body");
+    assert!(text.contains("upstream_stream_cut"), "{text}");
+    assert!(
+        t.secondary.requests(&t.pki.root_pem).is_empty(),
+        "no second completion once content was sent"
+    );
+}
+
+#[tokio::test]
+async fn cheapest_respects_the_quality_floor_and_long_prompts_take_their_route() {
+    let t = two(&[], &[]);
+    let routes = r#"
+[[route]]
+name = "long"
+match = { model = ["auto"], min_prompt_tokens = 50 }
+targets = [{ provider = "primary", model = "long-context" }]
+
+[[route]]
+name = "cheap"
+match = { model = ["auto"] }
+strategy = "cheapest"
+min_quality = 2
+targets = [{ provider = "primary", model = "p", quality = 3 }, { provider = "secondary", model = "s", quality = 2 }]
+
+[[route]]
+name = "good"
+match = { model = ["good"] }
+strategy = "cheapest"
+min_quality = 3
+targets = [{ provider = "primary", model = "p", quality = 3 }, { provider = "secondary", model = "s", quality = 2 }]
+"#;
+    let proxy = start(&t, routes);
+    let c = proxy.client();
+    let v: serde_json::Value = chat(&c, "https://api.mock.test/v1", "auto", false, None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        v["system_fingerprint"], "secondary",
+        "cheapest at quality >= 2"
+    );
+    let v: serde_json::Value = chat(&c, "https://api.mock.test/v1", "good", false, None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        v["system_fingerprint"], "primary",
+        "only primary meets quality 3"
+    );
+    let long = "word ".repeat(400);
+    let v: serde_json::Value = c
+        .post("https://api.mock.test/v1/chat/completions")
+        .json(
+            &serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": long}]}),
+        )
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["system_fingerprint"], "primary");
+    let p = t.primary.requests(&t.pki.root_pem);
+    let last: serde_json::Value =
+        serde_json::from_str(p.last().expect("rec")["body"].as_str().expect("body")).expect("json");
+    assert_eq!(last["model"], "long-context");
+}
+
+#[test]
+fn gateway_mode_with_the_openai_sdk() {
+    let t = two(&["--faults", "status=500"], &[]);
+    let proxy = start(&t, FALLBACK);
+    let py = std::env::var("LLM_EGRESS_TEST_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").to_owned());
+    let script = r#"
+import json, os, openai
+c = openai.OpenAI(api_key="sk-client-own-key", base_url=os.environ["OPENAI_BASE_URL"], max_retries=0)
+out = {"models": sorted(m.id for m in c.models.list())}
+r = c.chat.completions.create(model="smart", messages=[{"role": "user", "content": "gateway hello"}])
+out["answer"] = r.choices[0].message.content
+out["by"] = r.system_fingerprint
+text = ""
+for ch in c.chat.completions.create(model="smart", messages=[{"role": "user", "content": "gateway stream"}], stream=True):
+    for ck in ch.choices:
+        text += ck.delta.content or ""
+out["stream"] = text
+try:
+    c.chat.completions.create(model="unknown-model", messages=[{"role": "user", "content": "x"}])
+except openai.NotFoundError as e:
+    out["unknown"] = e.code
+print(json.dumps(out))
+"#;
+    let out = Command::new(py)
+        .args(["-c", script])
+        .env("OPENAI_BASE_URL", format!("http://{}/v1", proxy.addr))
+        .env_remove("HTTPS_PROXY")
+        .env_remove("HTTP_PROXY")
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.proc.output()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["models"], serde_json::json!(["smart"]));
+    assert!(v["answer"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("gateway hello"));
+    assert_eq!(v["by"], "secondary");
+    assert!(
+        v["stream"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("gateway stream"),
+        "{v}"
+    );
+    assert_eq!(v["unknown"], "no_route");
+    let s = t.secondary.requests(&t.pki.root_pem);
+    assert!(s
+        .iter()
+        .all(|r| header(r, "authorization") == Some("Bearer sk-secondary-key")));
+    let _: SocketAddr = proxy.addr;
+}
