@@ -57,7 +57,18 @@ fn route(app: &App, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         }
         "/metrics" => {
             let (seq, hash) = app.auditor.head();
-            let extra = format!(
+            let mut breaker_lines = String::from("# HELP llm_egress_breaker_open Whether a provider's circuit is open (1) or half-open (0.5).\n# TYPE llm_egress_breaker_open gauge\n");
+            for (name, st) in app.breakers.snapshot(tokio::time::Instant::now()) {
+                let v = match format!("{:?}", st.state).to_lowercase().as_str() {
+                    "open" => "1",
+                    "halfopen" | "half_open" => "0.5",
+                    _ => "0",
+                };
+                breaker_lines.push_str(&format!(
+                    "llm_egress_breaker_open{{provider=\"{name}\"}} {v}\n"
+                ));
+            }
+            let extra = breaker_lines + &format!(
                 "# HELP llm_egress_audit_head Sequence number of the last audit line (hash in the label).\n# TYPE llm_egress_audit_head gauge\nllm_egress_audit_head{{hash=\"{hash}\"}} {seq}\n# HELP llm_egress_certs_minted Leaf certificates minted since start.\n# TYPE llm_egress_certs_minted counter\nllm_egress_certs_minted_total {}\n",
                 app.ca.minted()
             );
@@ -113,7 +124,32 @@ pub fn status_json(app: &App) -> serde_json::Value {
         "endpoints": endpoints,
         "audit": { "seq": seq, "hash": hash, "dropped_allowed": app.auditor.dropped_allowed(), "lost_security": app.auditor.lost_security() },
         "certs_minted": app.ca.minted(),
+        "breakers": breakers_json(app),
+        "latency_ms": app.latency.snapshot().into_iter().map(|(n, d)| (n, serde_json::json!(d.as_secs_f64() * 1000.0))).collect::<serde_json::Map<_, _>>(),
+        "timing": serde_json::to_value(app.timing.watch.snapshot()).unwrap_or_default(),
     })
+}
+
+fn breakers_json(app: &App) -> serde_json::Value {
+    let now = tokio::time::Instant::now();
+    let list: Vec<_> = app
+        .breakers
+        .snapshot(now)
+        .into_iter()
+        .map(|(name, s)| {
+            serde_json::json!({
+                "provider": name,
+                "state": format!("{:?}", s.state).to_lowercase(),
+                "consecutive_failures": s.consecutive_failures,
+                "window_requests": s.window_requests,
+                "window_failures": s.window_failures,
+                "latency_samples": s.latency_samples,
+                "p99_ms": s.p99.map(|d| d.as_secs_f64() * 1000.0),
+                "reason": s.reason.map(|r| r.as_str()),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list)
 }
 
 fn status_html(app: &App) -> String {

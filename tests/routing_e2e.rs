@@ -332,3 +332,135 @@ print(json.dumps(out))
         .all(|r| header(r, "authorization") == Some("Bearer sk-secondary-key")));
     let _: SocketAddr = proxy.addr;
 }
+
+#[tokio::test]
+async fn a_slow_primary_opens_on_p99_then_recovers_through_half_open() {
+    let t = two(&["--faults", "latency=40ms"], &[]);
+    let routes = r#"
+[[route]]
+name = "smart"
+match = { model = ["smart"] }
+targets = [{ provider = "primary" }, { provider = "secondary" }]
+"#;
+    let p = policy(&t, routes).replace(
+        "[breaker]\nconsecutive_failures = 3\nopen_for = \"30s\"",
+        "[breaker]\nconsecutive_failures = 3\np99_latency = \"20ms\"\nmin_requests = 1000\nopen_for = \"1s\"",
+    );
+    let proxy = Proxy::start_with_env(
+        &p,
+        &[
+            ("PRIMARY_KEY", "sk-primary-key"),
+            ("SECONDARY_KEY", "sk-secondary-key"),
+        ],
+    );
+    let c = proxy.client();
+    // 100+ slow answers fill the window; then the p99 rule opens the circuit.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..14 {
+                let _ = chat(&c, "https://api.mock.test/v1", "smart", false, None).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join");
+    }
+    let opened = proxy.audit_lines(1, |v| v["event"] == "circuit_opened");
+    assert_eq!(opened[0]["reason"], "p99_latency", "{opened:?}");
+    let v: serde_json::Value = chat(&c, "https://api.mock.test/v1", "smart", false, None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["system_fingerprint"], "secondary", "traffic moved");
+    let (_, status) = proxy.admin_get("/api/status");
+    assert!(status.contains("\"state\": \"open\""), "{status}");
+    // The primary becomes fast again; after open_for, half-open probes close the circuit.
+    let addr = t.primary.addr.to_string();
+    let Two {
+        pki,
+        primary,
+        secondary,
+    } = t;
+    drop(primary);
+    let _fast = Mock::start_tls_at(&pki.chain, &pki.key, &addr, &["--name", "primary"]);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut by = Vec::new();
+    for _ in 0..4 {
+        let v: serde_json::Value = chat(&c, "https://api.mock.test/v1", "smart", false, None)
+            .await
+            .json()
+            .await
+            .expect("json");
+        by.push(
+            v["system_fingerprint"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    assert_eq!(by.last().map(String::as_str), Some("primary"), "{by:?}");
+    let closed = proxy.audit_lines(1, |v| v["event"] == "circuit_closed");
+    assert_eq!(closed.len(), 1);
+    drop(secondary);
+}
+
+#[tokio::test]
+async fn retry_after_on_429_is_honoured_before_retrying_the_same_target() {
+    let t = two(&["--faults", "status=429;retry_after=1;every=2"], &[]);
+    let routes = r#"
+[[route]]
+name = "only"
+match = { model = ["only"] }
+targets = [{ provider = "primary" }]
+retry = { attempts = 2, backoff = "10ms" }
+"#;
+    let proxy = start(&t, routes);
+    let c = proxy.client();
+    assert_eq!(
+        chat(&c, "https://api.mock.test/v1", "only", false, None)
+            .await
+            .status(),
+        200
+    );
+    let started = std::time::Instant::now();
+    let r = chat(&c, "https://api.mock.test/v1", "only", false, None).await;
+    assert_eq!(r.status(), 200, "the second attempt succeeds");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "waited for Retry-After: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(t.primary.requests(&t.pki.root_pem).len(), 3);
+}
+
+#[tokio::test]
+async fn weighted_splits_within_tolerance() {
+    let t = two(&[], &[]);
+    let routes = r#"
+[[route]]
+name = "w"
+match = { model = ["w"] }
+strategy = "weighted"
+targets = [{ provider = "primary", weight = 1 }, { provider = "secondary", weight = 3 }]
+"#;
+    let proxy = start(&t, routes);
+    let c = proxy.client();
+    let mut primary = 0;
+    let n = 200;
+    for _ in 0..n {
+        let v: serde_json::Value = chat(&c, "https://api.mock.test/v1", "w", false, None)
+            .await
+            .json()
+            .await
+            .expect("json");
+        if v["system_fingerprint"] == "primary" {
+            primary += 1;
+        }
+    }
+    // Expected 25 %; 200 draws give a standard deviation of ~3 points: allow ±10.
+    let share = primary as f64 / n as f64;
+    assert!((0.15..=0.35).contains(&share), "primary share {share}");
+}

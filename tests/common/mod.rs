@@ -240,10 +240,15 @@ pub struct Mock {
 impl Mock {
     /// Starts `llm-egress mock-provider` over TLS with `chain`/`key`.
     pub fn start_tls(chain: &Path, key: &Path, extra: &[&str]) -> Mock {
+        Self::start_tls_at(chain, key, "127.0.0.1:0", extra)
+    }
+
+    /// Starts the mock on a given address (e.g. the port of one that was stopped).
+    pub fn start_tls_at(chain: &Path, key: &Path, listen: &str, extra: &[&str]) -> Mock {
         let mut args = vec![
             "mock-provider",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--tls-cert",
             chain.to_str().expect("utf8"),
             "--tls-key",
