@@ -464,3 +464,60 @@ targets = [{ provider = "primary", weight = 1 }, { provider = "secondary", weigh
     let share = primary as f64 / n as f64;
     assert!((0.15..=0.35).contains(&share), "primary share {share}");
 }
+
+#[tokio::test]
+async fn an_endpoint_that_suddenly_answers_300ms_slower_is_a_timing_anomaly() {
+    let t = two(&[], &[]);
+    let routes = r#"
+[[route]]
+name = "only"
+match = { model = ["only"] }
+targets = [{ provider = "primary" }]
+"#;
+    let proxy = start(&t, routes);
+    let c = proxy.client();
+    for _ in 0..45 {
+        assert_eq!(
+            chat(&c, "https://api.mock.test/v1", "only", false, None)
+                .await
+                .status(),
+            200
+        );
+    }
+    assert!(
+        proxy
+            .audit_lines(0, |v| v["event"] == "timing_anomaly")
+            .is_empty(),
+        "steady traffic is not an anomaly"
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            chat(
+                &c,
+                "https://api.mock.test/v1",
+                "only",
+                false,
+                Some("latency=300ms"),
+            )
+            .await
+            .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("join"), 200);
+    }
+    let lines = proxy.audit_lines(1, |v| v["event"] == "timing_anomaly");
+    assert_eq!(lines.len(), 1, "reported once: {lines:?}");
+    assert_eq!(lines[0]["host"], "primary.mock.test");
+    assert_eq!(lines[0]["detail"]["metric"], "response_headers");
+    let d = &lines[0]["detail"];
+    let (recent, base) = (
+        d["recent_ms"].as_f64().unwrap_or(0.0),
+        d["baseline_ms"].as_f64().unwrap_or(0.0),
+    );
+    assert!(recent > base + 50.0, "{d}");
+    let (_, status) = proxy.admin_get("/api/status");
+    assert!(status.contains("primary.mock.test:443"), "{status}");
+}
