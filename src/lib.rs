@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod reload;
 pub mod route;
 pub mod tls;
+pub mod tokens;
 pub mod toolcalls;
 pub mod watchdog;
 

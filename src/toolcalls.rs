@@ -122,6 +122,7 @@ pub struct StreamToolCheck {
     cache: Arc<SchemaCache>,
     calls: BTreeMap<(u64, u64), (String, String)>,
     held: Vec<Bytes>,
+    log: Option<Box<dyn Fn(&str) + Send>>,
 }
 
 // === impl StreamToolCheck ===
@@ -134,7 +135,14 @@ impl StreamToolCheck {
             cache,
             calls: BTreeMap::new(),
             held: Vec::new(),
+            log: None,
         }
+    }
+
+    /// `on_invalid = "log"`: report invalid calls through `report` and let them pass.
+    pub fn log_only(mut self, report: Box<dyn Fn(&str) + Send>) -> Self {
+        self.log = Some(report);
+        self
     }
 
     /// Whether frames are being held.
@@ -191,7 +199,12 @@ impl StreamToolCheck {
     /// Validates every pending call and releases the held frames.
     pub fn flush(&mut self) -> Result<Vec<Bytes>, String> {
         for (name, args) in std::mem::take(&mut self.calls).values() {
-            self.cache.check(&self.decls, name, args)?;
+            if let Err(msg) = self.cache.check(&self.decls, name, args) {
+                match &self.log {
+                    Some(report) => report(&msg),
+                    None => return Err(msg),
+                }
+            }
         }
         Ok(std::mem::take(&mut self.held))
     }

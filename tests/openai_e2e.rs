@@ -171,3 +171,32 @@ fn openai_features_through_the_proxy() {
         "no arguments in audit lines"
     );
 }
+
+#[tokio::test]
+async fn on_invalid_log_passes_the_call_and_audits_it() {
+    let pki = Pki::new(&["api.mock.test"]);
+    let mock = Mock::start_tls(&pki.chain, &pki.key, &[]);
+    let proxy = Proxy::start(
+        &(mock_policy(&pki, mock.addr, "")
+            + "\n[tool_calls]\nvalidate = true\non_invalid = \"log\"\n"),
+    );
+    let tools = serde_json::json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "required": ["city"]}}}]);
+    for stream in [false, true] {
+        let r = proxy
+            .client()
+            .post("https://api.mock.test/v1/chat/completions")
+            .json(&serde_json::json!({"model": "gpt-4o-mini", "stream": stream, "tools": tools, "messages": [{"role": "user", "content": "call get_weather {\"days\": 1}"}]}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.expect("body");
+        assert!(
+            text.contains("get_weather") && !text.contains("tool_call_invalid"),
+            "{text}"
+        );
+    }
+    let lines = proxy.audit_lines(2, |v| v["event"] == "tool_call_invalid");
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|l| l["detail"]["action"] == "logged"));
+}

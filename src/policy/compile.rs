@@ -300,6 +300,9 @@ impl Policy {
         }
         let tool_calls = model.tool_calls.clone().filter(|t| t.validate);
         let protector = protector(&model)?;
+        if crate::tokens::needed(&model) {
+            crate::tokens::warm_up();
+        }
         Ok(Policy {
             hash,
             loaded_at: SystemTime::now(),

@@ -252,7 +252,7 @@ async fn forward(
             &policy.model.route,
             &crate::route::RouteRequest {
                 model: model.as_deref(),
-                prompt_tokens: Some(p.estimated_prompt_tokens()),
+                prompt_tokens: Some(crate::tokens::estimate(p)),
                 path_suffix: &path,
                 route_header: route_header.as_deref(),
             },
@@ -326,7 +326,7 @@ async fn respond(
     let tool_check = policy
         .tool_calls
         .as_ref()
-        .map(|_| Arc::new(ex.tools.clone()));
+        .map(|t| (Arc::new(ex.tools.clone()), t.on_invalid));
     let account = Account {
         app: app.clone(),
         provider: ex.provider.clone(),

@@ -21,6 +21,7 @@ use crate::error::{Code, ProxyError};
 use crate::openai::errors::normalize_error;
 use crate::openai::request::ApiRoute;
 use crate::openai::usage::{extract_usage, StreamTracker, Usage};
+use crate::policy::model::OnInvalid;
 use crate::tls::client::BoxError;
 use crate::toolcalls::StreamToolCheck;
 use crate::App;
@@ -89,7 +90,7 @@ impl Account {
 pub async fn respond(
     app: &Arc<App>,
     ex: Exchange,
-    tool_check: Option<Arc<Vec<crate::openai::request::ToolDecl>>>,
+    tool_check: Option<(Arc<Vec<crate::openai::request::ToolDecl>>, OnInvalid)>,
     protector: Option<Arc<crate::protect::Protector>>,
     account: Account,
     audit_base: AuditEvent,
@@ -139,7 +140,22 @@ pub async fn respond(
         return Ok(Response::from_parts(parts, body));
     }
     if ctype.starts_with("text/event-stream") {
-        let checker = tool_check.map(|d| StreamToolCheck::new(d, app.tool_schemas.clone()));
+        let checker = tool_check.map(|(d, mode)| {
+            let c = StreamToolCheck::new(d, app.tool_schemas.clone());
+            if mode == OnInvalid::Log {
+                let (aud, base) = (app.auditor.clone(), audit_base.clone());
+                c.log_only(Box::new(move |msg: &str| {
+                    aud.record(AuditEvent {
+                        event: EventKind::ToolCallInvalid,
+                        reason: Some(Code::ToolCallInvalid.as_str().into()),
+                        detail: Some(serde_json::json!({ "error": msg, "action": "logged" })),
+                        ..base.clone()
+                    });
+                }))
+            } else {
+                c
+            }
+        });
         let app2 = app.clone();
         let on_end = Box::new(move |usage: Option<Usage>, end: StreamEnd| {
             match &end {
@@ -188,19 +204,22 @@ pub async fn respond(
             account.finish(None, 0);
             return Ok(Response::from_parts(parts, full(raw)));
         };
-        if let Some(decls) = decls {
+        if let Some((decls, mode)) = decls {
             if let Err(msg) = app.tool_schemas.check_response(&decls, &v) {
+                let logged = mode == OnInvalid::Log;
                 app.auditor.record(AuditEvent {
                     event: EventKind::ToolCallInvalid,
                     reason: Some(Code::ToolCallInvalid.as_str().into()),
-                    detail: Some(serde_json::json!({ "error": msg })),
+                    detail: Some(serde_json::json!({ "error": msg, "action": if logged { "logged" } else { "rejected" } })),
                     ..audit_base
                 });
-                account.finish(extract_usage(&v), 0);
-                return Err(ProxyError::new(
-                    Code::ToolCallInvalid,
-                    format!("tool call rejected: {msg}"),
-                ));
+                if !logged {
+                    account.finish(extract_usage(&v), 0);
+                    return Err(ProxyError::new(
+                        Code::ToolCallInvalid,
+                        format!("tool call rejected: {msg}"),
+                    ));
+                }
             }
         }
         let usage = extract_usage(&v);

@@ -17,7 +17,7 @@ use crate::audit::{AuditEvent, EventKind};
 use crate::error::{Code, ProxyError};
 use crate::openai::errors::normalize_error;
 use crate::openai::request::{ApiRoute, ParsedRequest};
-use crate::policy::model::RouteEntry;
+use crate::policy::model::{OnInvalid, RouteEntry};
 use crate::policy::{Policy, Verdict};
 use crate::route::{
     expected_cost, expected_output_tokens, rank, AttemptPlan, Candidate, Outcome, RetryPolicy,
@@ -73,7 +73,7 @@ pub async fn attempt(
     r: Routed<'_>,
     parsed: &mut ParsedRequest,
 ) -> Result<Won, ProxyError> {
-    let tokens = parsed.estimated_prompt_tokens();
+    let tokens = crate::tokens::estimate(parsed);
     let chars = parsed.prompt_chars() as u64;
     let out_tokens = expected_output_tokens(parsed.max_output_tokens());
     let now = tokio::time::Instant::now();
@@ -297,6 +297,49 @@ pub async fn attempt(
                     continue;
                 }
             }
+        }
+        let retry_tools = policy
+            .tool_calls
+            .as_ref()
+            .is_some_and(|t| t.on_invalid == OnInvalid::Retry);
+        if retry_tools && !r.stream {
+            // on_invalid = "retry": validate before anything reaches the client; an invalid
+            // call moves on to the next target (neutral for the breaker).
+            let (parts, body) = resp.into_parts();
+            let raw = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
+            if let Err(msg) = app.tool_schemas.check_response(parsed.tools(), &v) {
+                record(Outcome::ClientError, permit);
+                app.auditor.record(AuditEvent {
+                    event: EventKind::ToolCallInvalid,
+                    reason: Some(Code::ToolCallInvalid.as_str().into()),
+                    rule: Some(r.route.name.clone()),
+                    request_id: Some(r.rid.clone()),
+                    detail: Some(serde_json::json!({ "error": msg, "action": "retried", "provider": p.name })),
+                    ..AuditEvent::default()
+                });
+                last = Some((
+                    p.name.clone(),
+                    serde_json::json!({ "message": format!("tool call rejected: {msg}") }),
+                ));
+                continue;
+            }
+            record(Outcome::Success { ttfb: headers_at }, permit);
+            app.latency.observe(&p.name, headers_at);
+            return Ok(Won {
+                resp: Response::from_parts(
+                    parts,
+                    Full::new(raw)
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                ),
+                provider: p.name.clone(),
+                price: p.price.clone(),
+            });
         }
         record(Outcome::Success { ttfb: headers_at }, permit);
         app.latency.observe(&p.name, headers_at);
