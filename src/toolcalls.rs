@@ -114,6 +114,9 @@ impl SchemaCache {
     }
 }
 
+/// Reports an invalid call in `on_invalid = "log"` mode (the message holds no arguments).
+pub type Reporter = Box<dyn Fn(&str) + Send>;
+
 /// Streaming validation: content deltas pass at once; from the first tool-call delta of a
 /// response, frames are held until the calls are complete (a `finish_reason` or the end
 /// of the stream), validated, then released together.
@@ -122,7 +125,7 @@ pub struct StreamToolCheck {
     cache: Arc<SchemaCache>,
     calls: BTreeMap<(u64, u64), (String, String)>,
     held: Vec<Bytes>,
-    log: Option<Box<dyn Fn(&str) + Send>>,
+    log: Option<Reporter>,
 }
 
 // === impl StreamToolCheck ===
@@ -140,7 +143,7 @@ impl StreamToolCheck {
     }
 
     /// `on_invalid = "log"`: report invalid calls through `report` and let them pass.
-    pub fn log_only(mut self, report: Box<dyn Fn(&str) + Send>) -> Self {
+    pub fn log_only(mut self, report: Reporter) -> Self {
         self.log = Some(report);
         self
     }
