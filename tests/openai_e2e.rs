@@ -8,17 +8,6 @@ use std::process::Command;
 
 use common::*;
 
-fn python() -> String {
-    std::env::var("LLM_EGRESS_TEST_PYTHON").unwrap_or_else(|_| {
-        let local = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
-        assert!(
-            std::path::Path::new(local).exists(),
-            "run ./scripts/setup-test-env first (./scripts/test does)"
-        );
-        local.to_owned()
-    })
-}
-
 #[test]
 fn openai_features_through_the_proxy() {
     let pki = Pki::new(&["api.mock.test"]);
@@ -27,26 +16,7 @@ fn openai_features_through_the_proxy() {
     let policy = mock_policy(&pki, mock.addr, "") + extra;
     let policy = policy.replace("[[route]]", "[[provider]]\nname = \"keyed\"\nbase_url = \"https://api.mock.test/v1/keyed\"\napi_key = { env = \"LLM_EGRESS_TEST_KEY\" }\n\n[[route]]").replace("targets = [{ provider = \"mockai\" }]", "targets = [{ provider = \"keyed\", model = \"gpt-4o-mini\" }]");
     let proxy = Proxy::start_with_env(&policy, &[("LLM_EGRESS_TEST_KEY", "sk-route-key")]);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/openai_features.py"
-    );
-    let out = Command::new(python())
-        .arg(script)
-        .env("HTTPS_PROXY", proxy.url())
-        .env("SSL_CERT_FILE", proxy.ca())
-        .env("OPENAI_BASE_URL", "https://api.mock.test/v1")
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        proxy.proc.output()
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let v = run_sdk(&proxy, "openai_features.py", &[]);
     let s = &v["stream_text"];
     assert!(
         s["error"].is_null()

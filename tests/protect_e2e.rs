@@ -8,38 +8,8 @@ use std::process::Command;
 
 use common::*;
 
-fn python() -> String {
-    std::env::var("LLM_EGRESS_TEST_PYTHON").unwrap_or_else(|_| {
-        let local = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
-        assert!(
-            std::path::Path::new(local).exists(),
-            "run ./scripts/setup-test-env first (./scripts/test does)"
-        );
-        local.to_owned()
-    })
-}
-
 fn sdk(proxy: &Proxy, prompt: &str) -> serde_json::Value {
-    let out = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/protect_sdk.py"
-        ))
-        .env("HTTPS_PROXY", proxy.url())
-        .env("SSL_CERT_FILE", proxy.ca())
-        .env("OPENAI_BASE_URL", "https://api.mock.test/v1")
-        .env("PROMPT", prompt)
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        proxy.proc.output()
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
+    run_sdk(proxy, "protect_sdk.py", &[("PROMPT", prompt)])
 }
 
 fn keygen(dir: &std::path::Path, name: &str) -> std::path::PathBuf {

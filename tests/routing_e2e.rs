@@ -278,8 +278,7 @@ targets = [{ provider = "primary", model = "p", quality = 3 }, { provider = "sec
 fn gateway_mode_with_the_openai_sdk() {
     let t = two(&["--faults", "status=500"], &[]);
     let proxy = start(&t, FALLBACK);
-    let py = std::env::var("LLM_EGRESS_TEST_PYTHON")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").to_owned());
+    let py = python();
     let script = r#"
 import json, os, openai
 c = openai.OpenAI(api_key="sk-client-own-key", base_url=os.environ["OPENAI_BASE_URL"], max_retries=0)

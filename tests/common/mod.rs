@@ -464,3 +464,42 @@ pub fn chat_body(text: &str, stream: bool) -> serde_json::Value {
         "stream": stream,
     })
 }
+
+/// The venv's python with the `openai` SDK; a missing venv fails with instructions.
+pub fn python() -> String {
+    if let Ok(p) = std::env::var("LLM_EGRESS_TEST_PYTHON") {
+        return p;
+    }
+    let local = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    assert!(
+        Path::new(local).exists(),
+        "the openai SDK venv is missing: run ./scripts/setup-test-env (./scripts/test does)"
+    );
+    local.to_owned()
+}
+
+/// Runs `tests/python/<script>` with the SDK through the proxy (HTTPS_PROXY, the proxy
+/// CA, `OPENAI_BASE_URL=https://api.mock.test/v1`) plus `env`; returns its JSON line.
+pub fn run_sdk(proxy: &Proxy, script: &str, env: &[(&str, &str)]) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let mut cmd = Command::new(python());
+    cmd.arg(path)
+        .env("HTTPS_PROXY", proxy.url())
+        .env("SSL_CERT_FILE", proxy.ca())
+        .env("OPENAI_BASE_URL", "https://api.mock.test/v1")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("python");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.proc.output()
+    );
+    serde_json::from_slice(&out.stdout).expect("the script prints one JSON line")
+}
