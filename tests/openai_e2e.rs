@@ -170,3 +170,34 @@ async fn on_invalid_log_passes_the_call_and_audits_it() {
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| l["detail"]["action"] == "logged"));
 }
+
+#[tokio::test]
+async fn log_allowed_lines_carry_usage_and_cost_but_no_content() {
+    let pki = Pki::new(&["api.mock.test"]);
+    let mock = Mock::start_tls(&pki.chain, &pki.key, &[]);
+    let extra = "\n[[provider]]\nname = \"mockai\"\nbase_url = \"https://api.mock.test/v1\"\npricing = { input_per_mtok = 2.0, output_per_mtok = 4.0 }\n\n[audit]\nlog_allowed = true\n";
+    let proxy = Proxy::start(&(mock_policy(&pki, mock.addr, "") + extra));
+    for stream in [false, true] {
+        let r = proxy
+            .client()
+            .post("https://api.mock.test/v1/chat/completions")
+            .json(&chat_body("very private words here", stream))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        let _ = r.text().await;
+    }
+    let lines = proxy.audit_lines(2, |v| v["event"] == "allowed");
+    assert_eq!(lines.len(), 2, "{lines:?}\n{}", proxy.proc.output());
+    for l in &lines {
+        assert!(
+            l["detail"]["prompt_tokens"].as_u64().unwrap_or(0) > 0,
+            "{l}"
+        );
+        assert!(l["detail"]["cost"].as_f64().unwrap_or(0.0) > 0.0, "{l}");
+        assert_eq!(l["detail"]["provider"], "mockai");
+    }
+    let audit = std::fs::read_to_string(&proxy.audit).expect("audit");
+    assert!(!audit.contains("private words"));
+}

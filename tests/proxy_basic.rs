@@ -357,3 +357,83 @@ async fn tunnel_mode_splices_tls_end_to_end() {
         .expect("curl");
     assert!(!out.status.success());
 }
+
+#[test]
+fn absolute_form_http_requests_are_proxied_and_judged() {
+    let mock = {
+        let mut proc = Proc::spawn(
+            &[
+                "mock-provider",
+                "--listen",
+                "127.0.0.1:0",
+                "--name",
+                "plain",
+            ],
+            None,
+        );
+        let addr: std::net::SocketAddr = proc.wait_for("mock listening", |l| {
+            l.split("listening on http://")
+                .nth(1)
+                .and_then(|a| a.trim().parse().ok())
+        });
+        (proc, addr)
+    };
+    let policy = format!(
+        "[[allow]]\nname = \"local\"\nbase_url = \"http://127.0.0.1:{}/v1\"\nmethods = [\"GET\"]\n",
+        mock.1.port()
+    );
+    let proxy = Proxy::start(&policy);
+    let get = |url: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-x",
+                &proxy.url(),
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                url,
+            ])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let ok = get(&format!("http://127.0.0.1:{}/v1/models", mock.1.port()));
+    assert!(ok.ends_with("\n200") && ok.contains("\"object\""), "{ok}");
+    let denied = get(&format!("http://127.0.0.1:{}/admin", mock.1.port()));
+    assert!(
+        denied.ends_with("\n403") && denied.contains("endpoint_not_allowed"),
+        "{denied}"
+    );
+    let other = get("http://example.invalid/v1/models");
+    assert!(other.ends_with("\n403"), "{other}");
+    assert_eq!(proxy.audit_lines(2, |v| v["event"] == "blocked").len(), 2);
+}
+
+#[test]
+fn policy_schema_is_a_json_schema_of_the_policy() {
+    let out = Command::new(bin())
+        .args(["policy", "schema"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        v["$schema"]
+            .as_str()
+            .is_some_and(|s| s.contains("json-schema")),
+        "{v}"
+    );
+    for key in [
+        "allow",
+        "upstream",
+        "provider",
+        "route",
+        "protect",
+        "tool_calls",
+        "audit",
+    ] {
+        assert!(v["properties"].get(key).is_some(), "{key} missing");
+    }
+}

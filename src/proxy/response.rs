@@ -157,22 +157,27 @@ pub async fn respond(
             }
         });
         let app2 = app.clone();
-        let on_end = Box::new(move |usage: Option<Usage>, end: StreamEnd| {
-            match &end {
-                StreamEnd::Cut => app2.metrics.event("cut"),
-                StreamEnd::ToolCallInvalid(msg) => {
-                    app2.metrics.event("tool_call_invalid");
-                    app2.auditor.record(AuditEvent {
-                        event: EventKind::ToolCallInvalid,
-                        reason: Some(Code::ToolCallInvalid.as_str().into()),
-                        detail: Some(serde_json::json!({ "error": msg })),
-                        ..audit_base
-                    });
+        let on_end = Box::new(
+            move |usage: Option<Usage>, end: StreamEnd, restore_failed: u64| {
+                if restore_failed > 0 {
+                    app2.metrics.event("restore_failed");
                 }
-                StreamEnd::Complete => {}
-            }
-            account.finish(usage, 0);
-        });
+                match &end {
+                    StreamEnd::Cut => app2.metrics.event("cut"),
+                    StreamEnd::ToolCallInvalid(msg) => {
+                        app2.metrics.event("tool_call_invalid");
+                        app2.auditor.record(AuditEvent {
+                            event: EventKind::ToolCallInvalid,
+                            reason: Some(Code::ToolCallInvalid.as_str().into()),
+                            detail: Some(serde_json::json!({ "error": msg })),
+                            ..audit_base
+                        });
+                    }
+                    StreamEnd::Complete => {}
+                }
+                account.finish(usage, 0);
+            },
+        );
         parts.headers.remove(header::CONTENT_LENGTH);
         let restore = protector.map(super::sse_restore::SseRestore::new);
         let body = SseBody::new(
@@ -300,6 +305,12 @@ impl Tee {
     }
 }
 
+impl Drop for Tee {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
 impl Body for Tee {
     type Data = Bytes;
     type Error = BoxError;
@@ -317,6 +328,11 @@ impl Body for Tee {
                     } else {
                         this.overflow = true;
                     }
+                }
+                // hyper stops polling once the body says it has ended (Content-Length):
+                // account now rather than waiting for a poll that will not come.
+                if this.inner.is_end_stream() {
+                    this.end();
                 }
                 Poll::Ready(Some(Ok(f)))
             }

@@ -16,8 +16,9 @@ use crate::openai::usage::{extract_usage, is_usage_only_chunk, StreamTracker, Us
 use crate::tls::client::BoxError;
 use crate::toolcalls::StreamToolCheck;
 
-/// Called once when the stream ends: usage seen (if any) and whether it was cut.
-pub type OnEnd = Box<dyn FnOnce(Option<Usage>, StreamEnd) + Send>;
+/// Called once when the stream ends: usage seen (if any), whether it was cut, and how
+/// many protection tokens failed authentication.
+pub type OnEnd = Box<dyn FnOnce(Option<Usage>, StreamEnd, u64) + Send>;
 
 /// How a stream ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,8 +167,9 @@ impl SseBody {
 
     fn finish(&mut self, how: StreamEnd) {
         self.done = true;
+        let failed = self.restore.as_ref().map_or(0, |r| r.stats.failed);
         if let Some(f) = self.on_end.take() {
-            f(self.usage, how);
+            f(self.usage, how, failed);
         }
     }
 
@@ -240,8 +242,9 @@ impl Body for SseBody {
 impl Drop for SseBody {
     fn drop(&mut self) {
         // The client went away mid-stream: account what was seen.
+        let failed = self.restore.as_ref().map_or(0, |r| r.stats.failed);
         if let Some(f) = self.on_end.take() {
-            f(self.usage, StreamEnd::Complete);
+            f(self.usage, StreamEnd::Complete, failed);
         }
     }
 }
