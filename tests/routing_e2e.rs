@@ -520,3 +520,42 @@ targets = [{ provider = "primary" }]
     let (_, status) = proxy.admin_get("/api/status");
     assert!(status.contains("primary.mock.test:443"), "{status}");
 }
+
+#[tokio::test]
+async fn on_invalid_retry_reissues_to_the_next_target_before_anything_is_sent() {
+    let t = two(&[], &[]);
+    let routes = FALLBACK.replace(
+        "retry = { attempts = 4, backoff = \"10ms\", max_backoff = \"50ms\" }\n",
+        "",
+    ) + "\n[tool_calls]\nvalidate = true\non_invalid = \"retry\"\n";
+    let proxy = start(&t, &routes);
+    let c = proxy.client();
+    let tools = serde_json::json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "required": ["city"]}}}]);
+    for stream in [false, true] {
+        let r = c
+            .post("https://api.mock.test/v1/chat/completions")
+            .json(&serde_json::json!({"model": "smart", "stream": stream, "tools": tools, "messages": [{"role": "user", "content": "call get_weather {\"days\": 1}"}]}))
+            .send()
+            .await
+            .expect("send");
+        // Both targets answer with the same invalid call: each is tried once, then 503.
+        assert_eq!(r.status(), 503, "stream={stream}");
+        let v: serde_json::Value = r.json().await.expect("json");
+        assert!(
+            v["error"]["upstream"]["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("tool call rejected"),
+            "{v}"
+        );
+    }
+    assert_eq!(t.primary.requests(&t.pki.root_pem).len(), 2);
+    assert_eq!(
+        t.secondary.requests(&t.pki.root_pem).len(),
+        2,
+        "re-issued to the next target"
+    );
+    let lines = proxy.audit_lines(4, |v| v["event"] == "tool_call_invalid");
+    assert_eq!(lines.len(), 4);
+    assert!(lines.iter().all(|l| l["detail"]["action"] == "retried"));
+}

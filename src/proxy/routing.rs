@@ -272,7 +272,17 @@ pub async fn attempt(
             .is_some_and(|c| c.starts_with("text/event-stream"));
         if r.stream && is_sse {
             let (parts, mut body) = resp.into_parts();
-            match preread(&mut body, plan.remaining()).await {
+            let hold = policy
+                .tool_calls
+                .as_ref()
+                .filter(|t| t.on_invalid == OnInvalid::Retry)
+                .map(|_| {
+                    crate::toolcalls::StreamToolCheck::new(
+                        Arc::new(parsed.tools().to_vec()),
+                        app.tool_schemas.clone(),
+                    )
+                });
+            match preread(&mut body, plan.remaining(), hold).await {
                 Ok((held, first)) => {
                     record(
                         Outcome::Success {
@@ -291,7 +301,23 @@ pub async fn attempt(
                         price: p.price.clone(),
                     });
                 }
-                Err(why) => {
+                Err(Preread::ToolInvalid(msg)) => {
+                    record(Outcome::ClientError, permit);
+                    app.auditor.record(AuditEvent {
+                        event: EventKind::ToolCallInvalid,
+                        reason: Some(Code::ToolCallInvalid.as_str().into()),
+                        rule: Some(r.route.name.clone()),
+                        request_id: Some(r.rid.clone()),
+                        detail: Some(serde_json::json!({ "error": msg, "action": "retried", "provider": p.name })),
+                        ..AuditEvent::default()
+                    });
+                    last = Some((
+                        p.name.clone(),
+                        serde_json::json!({ "message": format!("tool call rejected: {msg}") }),
+                    ));
+                    continue;
+                }
+                Err(Preread::Failed(why)) => {
                     record(Outcome::Failure { ttfb: None }, permit);
                     last = Some((p.name.clone(), serde_json::json!({ "message": why })));
                     continue;
@@ -390,19 +416,40 @@ fn audit_transition(app: &App, provider: &str, t: Transition) {
 /// Reads stream frames until the first content (a delta with text or tool calls, a
 /// finish_reason, `[DONE]`, or a responses-API delta). Returns the held bytes and when
 /// the first event arrived; an error when the stream failed or ended before content.
+/// Why a stream could not be committed to before its first content.
+enum Preread {
+    /// The upstream failed or ended early.
+    Failed(String),
+    /// `on_invalid = "retry"`: a tool call failed validation before anything was sent.
+    ToolInvalid(String),
+}
+
+/// Reads stream frames until the first content (a delta with text, a finish_reason,
+/// `[DONE]`, or a responses-API delta). With `hold` (tool validation in retry mode), tool
+/// calls count as content only once they are complete and valid. Returns the held bytes
+/// and when the first event arrived.
 async fn preread(
     body: &mut hyper::body::Incoming,
     within: Duration,
-) -> Result<(Vec<Bytes>, Instant), String> {
+    mut hold: Option<crate::toolcalls::StreamToolCheck>,
+) -> Result<(Vec<Bytes>, Instant), Preread> {
     let mut held = Vec::new();
     let mut dec = crate::openai::sse::SseDecoder::new();
     let mut first = None;
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => return Err("no content before the deadline".into()),
-            Ok(None) => return Err("the stream ended before any content".into()),
-            Ok(Some(Err(e))) => return Err(format!("the stream failed before any content: {e}")),
+            Err(_) => return Err(Preread::Failed("no content before the deadline".into())),
+            Ok(None) => {
+                return Err(Preread::Failed(
+                    "the stream ended before any content".into(),
+                ))
+            }
+            Ok(Some(Err(e))) => {
+                return Err(Preread::Failed(format!(
+                    "the stream failed before any content: {e}"
+                )))
+            }
             Ok(Some(Ok(f))) => f,
         };
         let Ok(data) = frame.into_data() else {
@@ -411,22 +458,44 @@ async fn preread(
         first.get_or_insert_with(Instant::now);
         held.push(data.clone());
         for f in dec.feed(&data) {
+            let done = || Ok((held.clone(), first.unwrap_or_else(Instant::now)));
             if f.is_done() {
-                return Ok((held, first.unwrap_or_else(Instant::now)));
-            }
-            if let Some(j) = f.json_str() {
-                if is_content(j) {
-                    return Ok((held, first.unwrap_or_else(Instant::now)));
+                if let Some(h) = hold.as_mut() {
+                    h.flush().map_err(Preread::ToolInvalid)?;
                 }
+                return done();
+            }
+            let Some(j) = f.json_str() else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(j) else {
+                continue;
+            };
+            if let Some(h) = hold.as_mut() {
+                let text = v["choices"].as_array().into_iter().flatten().any(|c| {
+                    c["delta"]["content"]
+                        .as_str()
+                        .is_some_and(|s| !s.is_empty())
+                });
+                if !text {
+                    let finished = v["choices"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| !c["finish_reason"].is_null());
+                    h.observe(&v, Bytes::new()).map_err(Preread::ToolInvalid)?;
+                    if finished {
+                        return done();
+                    }
+                    continue;
+                }
+            }
+            if is_content(&v) {
+                return done();
             }
         }
     }
 }
 
-fn is_content(json: &str) -> bool {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
-        return false;
-    };
+fn is_content(v: &serde_json::Value) -> bool {
     if v.get("error").is_some() {
         return true;
     }
