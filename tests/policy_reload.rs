@@ -314,3 +314,34 @@ fn check_reports_file_line_column_and_exits_1() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("api.openai.com") && text.contains("everything else is denied"));
 }
+
+#[tokio::test]
+async fn a_request_in_flight_finishes_on_the_policy_it_started_with() {
+    let pki = Pki::new(&["api.mock.test"]);
+    let mock = Mock::start_tls(&pki.chain, &pki.key, &["--chunk-delay-ms", "100"]);
+    let proxy = Proxy::start(&two_entry_policy(&pki, mock.addr, true));
+    let c = proxy.client();
+    let resp = c
+        .post("https://api.mock.test/v1/chat/completions")
+        .json(&chat_body("a b c d e f g h", true))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    // Remove the chat endpoint while the stream is open.
+    std::fs::write(
+        proxy.policy_dir.join("00.toml"),
+        "[[allow]]\nname = \"other\"\nbase_url = \"https://api.other.test/v1\"\n",
+    )
+    .expect("write");
+    proxy.audit_lines(2, |v| v["event"] == "policy_loaded");
+    let text = resp.text().await.expect("the open stream completes");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    // The next request is judged by the new policy.
+    let r = c
+        .post("https://api.mock.test/v1/chat/completions")
+        .json(&chat_body("x", false))
+        .send()
+        .await;
+    assert!(r.map(|r| r.status() == 403).unwrap_or(true));
+}
