@@ -1,0 +1,265 @@
+//! The processes under test: the mock provider and the proxy, started from the
+//! `llm-egress` binary on ephemeral ports, killed on drop; plus `/proc` RSS readings and
+//! `llm-egress check`.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// How many output lines of a child are kept (the newest).
+const KEEP_LINES: usize = 2000;
+
+/// A child process whose stdout and stderr lines are collected; killed on drop.
+pub struct Proc {
+    child: Child,
+    lines: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Starts `bin args` with `env` added and `RUST_LOG=info`.
+    pub fn spawn(bin: &Path, args: &[String], env: &[(String, String)]) -> Result<Proc> {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let lines = Arc::new(Mutex::new(VecDeque::new()));
+        let outs: [Box<dyn std::io::Read + Send>; 2] = [
+            Box::new(child.stdout.take().context("stdout")?),
+            Box::new(child.stderr.take().context("stderr")?),
+        ];
+        for r in outs {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(r).lines().map_while(Result::ok) {
+                    let mut g = lines.lock().unwrap_or_else(|e| e.into_inner());
+                    if g.len() == KEEP_LINES {
+                        g.pop_front();
+                    }
+                    g.push_back(l);
+                }
+            });
+        }
+        Ok(Proc { child, lines })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (up to 30 s) for a line from which `f` extracts something.
+    pub fn wait_for<T>(&mut self, what: &str, f: impl Fn(&str) -> Option<T>) -> Result<T> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(t) = self.lines().iter().find_map(|l| f(l)) {
+                return Ok(t);
+            }
+            if let Some(st) = self.child.try_wait()? {
+                bail!("process exited ({st}) before {what}:\n{}", self.output());
+            }
+            if Instant::now() > deadline {
+                bail!("timed out waiting for {what}:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let g = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        g.iter().cloned().collect()
+    }
+
+    /// The last lines printed, for error messages.
+    pub fn output(&self) -> String {
+        let l = self.lines();
+        l[l.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Resident set size in KiB (`VmRSS` of `/proc/PID/status`).
+    pub fn rss_kib(&self) -> Result<u64> {
+        proc_status_kib(self.pid(), "VmRSS:")
+    }
+
+    /// Peak resident set size in KiB (`VmHWM`).
+    pub fn hwm_kib(&self) -> Result<u64> {
+        proc_status_kib(self.pid(), "VmHWM:")
+    }
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = s
+        .lines()
+        .find(|l| l.starts_with(field))
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
+    line.split_whitespace()
+        .nth(1)
+        .context("malformed status line")?
+        .parse()
+        .context("malformed status number")
+}
+
+/// A running mock provider (TLS, no recording).
+pub struct Mock {
+    /// The process (killed when this is dropped).
+    pub proc: Proc,
+    /// Its address.
+    pub addr: SocketAddr,
+}
+
+impl Mock {
+    /// The mock's process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+}
+
+impl Mock {
+    /// Starts `llm-egress mock-provider --tls-cert --tls-key --no-record`.
+    pub fn start(bin: &Path, chain: &Path, key: &Path) -> Result<Mock> {
+        let args: Vec<String> = [
+            "mock-provider",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &chain.display().to_string(),
+            "--tls-key",
+            &key.display().to_string(),
+            "--no-record",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut proc = Proc::spawn(bin, &args, &[])?;
+        let addr = proc.wait_for("the mock's `listening on`", |l| {
+            let a = l.split("listening on ").nth(1)?;
+            a.trim().trim_start_matches("https://").parse().ok()
+        })?;
+        Ok(Mock { proc, addr })
+    }
+}
+
+/// A running proxy in its own work directory.
+pub struct Proxy {
+    /// The process.
+    pub proc: Proc,
+    /// Proxy port.
+    pub addr: SocketAddr,
+    /// Admin port.
+    pub admin: SocketAddr,
+    /// `certs/` (the proxy CA is `certs/ca.pem`).
+    pub certs: PathBuf,
+    /// The audit file.
+    pub audit: PathBuf,
+}
+
+impl Proxy {
+    /// Starts `llm-egress --log-format json run` on `policy_dir`, with its CA and audit
+    /// log under `work` (a CA there is reused, so every proxy of one run shares it).
+    pub fn start(
+        bin: &Path,
+        work: &Path,
+        name: &str,
+        policy_dir: &Path,
+        env: &[(String, String)],
+    ) -> Result<Proxy> {
+        let certs = work.join("certs");
+        let audit = work.join(format!("audit-{name}.jsonl"));
+        let args: Vec<String> = vec![
+            "--log-format".into(),
+            "json".into(),
+            "run".into(),
+            "--policy".into(),
+            policy_dir.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--admin".into(),
+            "127.0.0.1:0".into(),
+            "--certs".into(),
+            certs.display().to_string(),
+            "--audit".into(),
+            audit.display().to_string(),
+            "--drain-seconds".into(),
+            "1".into(),
+        ];
+        let mut proc = Proc::spawn(bin, &args, env)?;
+        let (addr, admin) = proc.wait_for("`llm-egress listening`", |l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            let f = &v["fields"];
+            if f["message"] != "llm-egress listening" {
+                return None;
+            }
+            Some((
+                f["proxy"].as_str()?.parse().ok()?,
+                f["admin"].as_str()?.parse().ok()?,
+            ))
+        })?;
+        Ok(Proxy {
+            proc,
+            addr,
+            admin,
+            certs,
+            audit,
+        })
+    }
+
+    /// Audit lines whose `event` is `kind`.
+    pub fn audit_count(&self, kind: &str) -> usize {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == kind)
+            .count()
+    }
+}
+
+/// `llm-egress check --policy DIR`: Ok(()) when valid, Err(first error lines) otherwise.
+pub fn check(bin: &Path, policy_dir: &Path, env: &[(String, String)]) -> Result<(), String> {
+    let out = Command::new(bin)
+        .args(["check", "--policy"])
+        .arg(policy_dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .map_err(|e| format!("cannot run check: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stderr);
+    Err(text.lines().take(3).collect::<Vec<_>>().join(" / "))
+}
+
+/// CPU time (user + system) of process `pid` in seconds, from `/proc/PID/stat`; None
+/// when the process does not exist (pid 0).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    if pid == 0 {
+        return None;
+    }
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(ticks as f64 / hz.max(1) as f64)
+}
