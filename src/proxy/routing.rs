@@ -303,18 +303,7 @@ pub async fn attempt(
                 }
                 Err(Preread::ToolInvalid(msg)) => {
                     record(Outcome::ClientError, permit);
-                    app.auditor.record(AuditEvent {
-                        event: EventKind::ToolCallInvalid,
-                        reason: Some(Code::ToolCallInvalid.as_str().into()),
-                        rule: Some(r.route.name.clone()),
-                        request_id: Some(r.rid.clone()),
-                        detail: Some(serde_json::json!({ "error": msg, "action": "retried", "provider": p.name })),
-                        ..AuditEvent::default()
-                    });
-                    last = Some((
-                        p.name.clone(),
-                        serde_json::json!({ "message": format!("tool call rejected: {msg}") }),
-                    ));
+                    last = Some(tool_retried(app, &r, &p.name, &msg));
                     continue;
                 }
                 Err(Preread::Failed(why)) => {
@@ -340,18 +329,7 @@ pub async fn attempt(
             let v: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
             if let Err(msg) = app.tool_schemas.check_response(parsed.tools(), &v) {
                 record(Outcome::ClientError, permit);
-                app.auditor.record(AuditEvent {
-                    event: EventKind::ToolCallInvalid,
-                    reason: Some(Code::ToolCallInvalid.as_str().into()),
-                    rule: Some(r.route.name.clone()),
-                    request_id: Some(r.rid.clone()),
-                    detail: Some(serde_json::json!({ "error": msg, "action": "retried", "provider": p.name })),
-                    ..AuditEvent::default()
-                });
-                last = Some((
-                    p.name.clone(),
-                    serde_json::json!({ "message": format!("tool call rejected: {msg}") }),
-                ));
+                last = Some(tool_retried(app, &r, &p.name, &msg));
                 continue;
             }
             record(Outcome::Success { ttfb: headers_at }, permit);
@@ -393,6 +371,29 @@ fn won(resp: Response<hyper::body::Incoming>, p: &crate::policy::compile::Provid
         provider: p.name.clone(),
         price: p.price.clone(),
     }
+}
+
+/// Audits a tool call rejected in retry mode; returns the error to keep as the last one.
+fn tool_retried(
+    app: &App,
+    r: &Routed<'_>,
+    provider: &str,
+    msg: &str,
+) -> (String, serde_json::Value) {
+    app.auditor.record(AuditEvent {
+        event: EventKind::ToolCallInvalid,
+        reason: Some(Code::ToolCallInvalid.as_str().into()),
+        rule: Some(r.route.name.clone()),
+        request_id: Some(r.rid.clone()),
+        detail: Some(
+            serde_json::json!({ "error": msg, "action": "retried", "provider": provider }),
+        ),
+        ..AuditEvent::default()
+    });
+    (
+        provider.to_owned(),
+        serde_json::json!({ "message": format!("tool call rejected: {msg}") }),
+    )
 }
 
 fn audit_transition(app: &App, provider: &str, t: Transition) {
