@@ -559,3 +559,166 @@ async fn on_invalid_retry_reissues_to_the_next_target_before_anything_is_sent() 
     assert_eq!(lines.len(), 4);
     assert!(lines.iter().all(|l| l["detail"]["action"] == "retried"));
 }
+
+fn priced_policy(t: &Two, primary_pricing: &str, secondary_pricing: &str) -> String {
+    policy(
+        t,
+        r#"
+[[route]]
+name = "cheap"
+match = { model = ["auto"] }
+strategy = "cheapest"
+targets = [{ provider = "primary" }, { provider = "secondary" }]
+"#,
+    )
+    .replace(
+        "pricing = { input_per_mtok = 5.0, output_per_mtok = 15.0 }",
+        primary_pricing,
+    )
+    .replace(
+        "pricing = { input_per_mtok = 0.5, output_per_mtok = 1.5 }",
+        secondary_pricing,
+    )
+}
+
+#[tokio::test]
+async fn per_character_and_tiered_pricing_change_cheapests_choice() {
+    let t = two(&[], &[]);
+    let keys = [
+        ("PRIMARY_KEY", "sk-primary-key"),
+        ("SECONDARY_KEY", "sk-secondary-key"),
+    ];
+    let by = |v: serde_json::Value| {
+        v["system_fingerprint"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // Per token 1.0 vs per character 0.5 (~2.0 per token at 4 chars/token): primary wins.
+    let p = priced_policy(
+        &t,
+        "pricing = { input_per_mtok = 1.0, output_per_mtok = 1.0 }",
+        "pricing = { input_per_mchar = 0.5, output_per_mchar = 0.5 }",
+    );
+    let proxy = Proxy::start_with_env(&p, &keys);
+    let c = proxy.client();
+    assert_eq!(
+        by(chat(&c, "https://api.mock.test/v1", "auto", false, None)
+            .await
+            .json()
+            .await
+            .expect("json")),
+        "primary"
+    );
+    drop(proxy);
+    // Per character 0.1 (~0.4 per token): now the secondary is cheaper.
+    let p = priced_policy(
+        &t,
+        "pricing = { input_per_mtok = 1.0, output_per_mtok = 1.0 }",
+        "pricing = { input_per_mchar = 0.1, output_per_mchar = 0.1 }",
+    );
+    let proxy = Proxy::start_with_env(&p, &keys);
+    let c = proxy.client();
+    assert_eq!(
+        by(chat(&c, "https://api.mock.test/v1", "auto", false, None)
+            .await
+            .json()
+            .await
+            .expect("json")),
+        "secondary"
+    );
+    drop(proxy);
+    // A long-context tier: the secondary is cheaper for short prompts, dearer above 100 tokens.
+    let p = priced_policy(
+        &t,
+        "pricing = { input_per_mtok = 1.0, output_per_mtok = 1.0 }",
+        "pricing = { input_per_mtok = 0.5, output_per_mtok = 0.5, tiers = [{ above_prompt_tokens = 100, input_per_mtok = 10.0, output_per_mtok = 10.0 }] }",
+    );
+    let proxy = Proxy::start_with_env(&p, &keys);
+    let c = proxy.client();
+    assert_eq!(
+        by(chat(&c, "https://api.mock.test/v1", "auto", false, None)
+            .await
+            .json()
+            .await
+            .expect("json")),
+        "secondary"
+    );
+    let long = "word ".repeat(300);
+    let v: serde_json::Value = c
+        .post("https://api.mock.test/v1/chat/completions")
+        .json(
+            &serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": long}]}),
+        )
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(by(v), "primary");
+}
+
+#[tokio::test]
+async fn fastest_moves_to_the_quicker_provider() {
+    let t = two(&["--faults", "latency=60ms"], &[]);
+    let routes = r#"
+[[route]]
+name = "fast"
+match = { model = ["fast"] }
+strategy = "fastest"
+targets = [{ provider = "primary" }, { provider = "secondary" }]
+"#;
+    let proxy = start(&t, routes);
+    let c = proxy.client();
+    let mut by = Vec::new();
+    for _ in 0..8 {
+        let v: serde_json::Value = chat(&c, "https://api.mock.test/v1", "fast", false, None)
+            .await
+            .json()
+            .await
+            .expect("json");
+        by.push(
+            v["system_fingerprint"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    assert!(by[3..].iter().all(|b| b == "secondary"), "{by:?}");
+}
+
+#[tokio::test]
+async fn breaker_state_survives_a_policy_reload() {
+    let t = two(&["--faults", "status=500"], &[]);
+    let proxy = start(&t, FALLBACK);
+    let c = proxy.client();
+    for _ in 0..3 {
+        let _ = chat(&c, "https://api.mock.test/v1", "smart", false, None).await;
+    }
+    assert_eq!(
+        proxy
+            .audit_lines(1, |v| v["event"] == "circuit_opened")
+            .len(),
+        1
+    );
+    let seen = t.primary.requests(&t.pki.root_pem).len();
+    // Reload an edited policy (same routes): the open circuit stays open.
+    let file = proxy.policy_dir.join("00.toml");
+    let text = std::fs::read_to_string(&file).expect("policy") + "\n# edited\n";
+    std::fs::write(&file, text).expect("write");
+    proxy.audit_lines(2, |v| v["event"] == "policy_loaded");
+    let v: serde_json::Value = chat(&c, "https://api.mock.test/v1", "smart", false, None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["system_fingerprint"], "secondary");
+    assert_eq!(
+        t.primary.requests(&t.pki.root_pem).len(),
+        seen,
+        "no request to the still-open circuit"
+    );
+    let (_, status) = proxy.admin_get("/api/status");
+    assert!(status.contains("\"state\": \"open\""), "{status}");
+}
