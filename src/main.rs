@@ -138,6 +138,12 @@ enum Cmd {
         /// Do not record requests (for benchmarks).
         #[arg(long)]
         no_record: bool,
+        /// Wait this long before answering a new connection's TLS handshake, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        handshake_delay_ms: u64,
+        /// Close every connection after one response (TLS then offers only http/1.1).
+        #[arg(long)]
+        no_keep_alive: bool,
     },
 }
 
@@ -292,16 +298,20 @@ async fn dispatch(cmd: Cmd) -> Result<i32> {
             name,
             chunk_delay_ms,
             no_record,
+            handshake_delay_ms,
+            no_keep_alive,
         } => {
-            cli::mock::run(
+            cli::mock::run(cli::mock::MockArgs {
                 listen,
                 tls_cert,
                 tls_key,
                 faults,
                 name,
                 chunk_delay_ms,
-                !no_record,
-            )
+                record: !no_record,
+                handshake_delay_ms,
+                keep_alive: !no_keep_alive,
+            })
             .await?;
         }
     }

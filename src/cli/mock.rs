@@ -8,16 +8,41 @@ use anyhow::{Context, Result};
 
 use crate::mock_provider::{serve, tls_config_from_files, FaultSpec, MockOptions};
 
+/// The `mock-provider` command line.
+pub struct MockArgs {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// TLS certificate chain (PEM); TLS only when given with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Fault spec for every request.
+    pub faults: Option<String>,
+    /// Name shown in responses.
+    pub name: String,
+    /// Pause between streamed events, ms.
+    pub chunk_delay_ms: u64,
+    /// Record requests.
+    pub record: bool,
+    /// Wait before answering a new connection's TLS handshake, ms.
+    pub handshake_delay_ms: u64,
+    /// Keep connections alive after a response.
+    pub keep_alive: bool,
+}
+
 /// Serves the mock provider until SIGINT / SIGTERM. Prints `listening on URL` first.
-pub async fn run(
-    listen: SocketAddr,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    faults: Option<String>,
-    name: String,
-    chunk_delay_ms: u64,
-    record: bool,
-) -> Result<()> {
+pub async fn run(args: MockArgs) -> Result<()> {
+    let MockArgs {
+        listen,
+        tls_cert,
+        tls_key,
+        faults,
+        name,
+        chunk_delay_ms,
+        record,
+        handshake_delay_ms,
+        keep_alive,
+    } = args;
     let faults = match faults {
         Some(f) => Some(
             f.parse::<FaultSpec>()
@@ -42,6 +67,8 @@ pub async fn run(
         faults,
         stream_chunk_delay: Duration::from_millis(chunk_delay_ms),
         record,
+        handshake_delay: Duration::from_millis(handshake_delay_ms),
+        keep_alive,
         ..MockOptions::default()
     };
     let shutdown = async {

@@ -245,8 +245,8 @@ fn parse_shape(value: &str) -> Result<ErrorShape, String> {
     })
 }
 
-/// Parses `250ms`, `2s`, `1.5s`, `100us`, `1m`.
-fn parse_duration(value: &str) -> Result<Duration, String> {
+/// Parses `250ms`, `2s`, `1.5s`, `100us`, `1m` (at most an hour).
+pub(crate) fn parse_duration(value: &str) -> Result<Duration, String> {
     let bad = || format!("`{value}` is not a duration like 300ms, 2s, 1.5s, 100us or 1m");
     let split = value
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 
 use super::body::{accepts_gzip, full, gzip_all, MockBody};
+use super::connection::ConnectionSettings;
 use super::errors::{error_reply, openai_error, ErrorReply};
 use super::faults::{FaultSpec, Stop, Triggers};
 use super::record::{Record, Recorder};
@@ -31,6 +32,8 @@ const MAX_REQUEST_BODY: usize = 64 * 1024 * 1024;
 pub(crate) struct State {
     pub(crate) recorder: Recorder,
     pub(crate) name: HeaderValue,
+    /// Handshake delay and keep-alive of new connections.
+    pub(crate) connections: ConnectionSettings,
     triggers: Triggers,
     faults: Option<FaultSpec>,
     chunk_delay: Duration,
@@ -79,6 +82,7 @@ impl State {
         Ok(Self {
             recorder: Recorder::new(opts.record, opts.record_limit),
             name,
+            connections: ConnectionSettings::new(opts.handshake_delay, opts.keep_alive),
             triggers: Triggers::default(),
             faults: opts.faults.filter(|spec| !spec.is_noop()),
             chunk_delay: opts.stream_chunk_delay,
@@ -127,11 +131,7 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<MockBody>, Disconnect> {
     if request.uri().path().starts_with("/__mock/") {
-        return Ok(control::handle(
-            &state,
-            request.method(),
-            request.uri().path(),
-        ));
+        return Ok(control::handle(&state, request.method(), request.uri()));
     }
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {

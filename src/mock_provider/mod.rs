@@ -8,7 +8,8 @@
 //!   Responses API, so a test can check that what went in comes back;
 //! * misbehave on demand ([`FaultSpec`]: status codes with other providers' error bodies,
 //!   latency, cut or short streams, gzip, dropped connections), globally or per request through
-//!   the `x-mock-fault` header;
+//!   the `x-mock-fault` header; and per connection (slow TLS handshakes, no keep-alive), also
+//!   changed at runtime through `/__mock/connections`;
 //! * remember what it received (`GET /__mock/requests`) so a test can check what the proxy
 //!   actually sent upstream.
 //!
@@ -21,6 +22,7 @@
 mod body;
 mod chat;
 mod completions;
+mod connection;
 mod control;
 mod embeddings;
 mod errors;
@@ -39,28 +41,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::GracefulShutdown;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 
 pub use faults::{FaultSpec, FaultSpecError};
 
+use connection::{serve_connection, Acceptors};
 use handlers::State;
 
-/// How long a new connection may take to finish its TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `serve` waits for open connections (streams included) after `shutdown` resolves.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// HTTP/2 streams per connection: the proxy's pool may multiplex many streams onto one
-/// connection during the 1,000-stream benchmark.
-const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
 /// How a mock provider behaves. Plain data; the CLI maps its flags onto it.
 #[derive(Debug, Clone)]
@@ -77,6 +71,13 @@ pub struct MockOptions {
     /// Whether requests are recorded at all (`--no-record` turns it off for benchmarks;
     /// `GET /__mock/stats` keeps counting).
     pub record: bool,
+    /// How long a new TLS connection waits before its handshake is answered (changeable at
+    /// runtime through `PUT /__mock/connections`).
+    pub handshake_delay: Duration,
+    /// Whether connections are kept alive after a response. Off, TLS offers only ALPN
+    /// `http/1.1` and every HTTP/1.1 response closes its connection, so each request costs
+    /// the client a new connection and handshake (changeable at runtime too).
+    pub keep_alive: bool,
 }
 
 impl Default for MockOptions {
@@ -87,6 +88,8 @@ impl Default for MockOptions {
             stream_chunk_delay: Duration::ZERO,
             record_limit: 1000,
             record: true,
+            handshake_delay: Duration::ZERO,
+            keep_alive: true,
         }
     }
 }
@@ -127,8 +130,9 @@ pub enum MockError {
 ///
 /// With `tls`, every connection is TLS (ALPN `h2` and `http/1.1` are advertised when the given
 /// config names no protocol); without it, plain HTTP. HTTP/1.1 and HTTP/2 (including h2c with
-/// prior knowledge) are both served. After `shutdown`, no connection is accepted, open ones are
-/// asked to finish and are dropped after a few seconds.
+/// prior knowledge) are both served; `opts.handshake_delay` and `opts.keep_alive` shape new
+/// connections. After `shutdown`, no connection is accepted, open ones are asked to finish
+/// and are dropped after a few seconds.
 ///
 /// Errors only when `opts.name` cannot be sent as a header value.
 pub async fn serve(
@@ -138,8 +142,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let state = Arc::new(State::new(opts)?);
-    let acceptor = tls.map(|config| TlsAcceptor::from(with_alpn(config)));
-    let builder = Arc::new(http_builder());
+    let acceptors = Arc::new(Acceptors::new(tls));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -157,10 +160,9 @@ pub async fn serve(
             },
         };
         while connections.try_join_next().is_some() {}
-        connections.spawn(connection(
+        connections.spawn(serve_connection(
             stream,
-            acceptor.clone(),
-            Arc::clone(&builder),
+            Arc::clone(&acceptors),
             Arc::clone(&state),
             graceful.watcher(),
         ));
@@ -201,76 +203,6 @@ pub fn tls_config_from_files(cert: &Path, key: &Path) -> Result<Arc<ServerConfig
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    config.alpn_protocols = default_alpn();
+    config.alpn_protocols = connection::default_alpn();
     Ok(Arc::new(config))
-}
-
-// === connections ===
-
-/// Serves one accepted connection: TLS handshake (bounded in time), then HTTP/1.1 or HTTP/2.
-async fn connection(
-    stream: TcpStream,
-    tls: Option<TlsAcceptor>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    state: Arc<State>,
-    watcher: Watcher,
-) {
-    // Small SSE events must leave at once, not wait for Nagle.
-    let _ = stream.set_nodelay(true);
-    let service = service_fn(move |request| handlers::handle(Arc::clone(&state), request));
-    let result = match tls {
-        None => {
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            watcher.watch(conn).await
-        }
-        Some(acceptor) => {
-            let tls_stream =
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => tls_stream,
-                    Ok(Err(err)) => {
-                        tracing::debug!(error = %err, "mock provider: TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!("mock provider: TLS handshake timed out");
-                        return;
-                    }
-                };
-            let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
-            watcher.watch(conn).await
-        }
-    };
-    if let Err(err) = result {
-        // Cut streams and `disconnect` faults end up here on purpose.
-        tracing::debug!(error = %err, "mock provider: connection ended with an error");
-    }
-}
-
-/// The HTTP/1.1 + HTTP/2 server settings shared by every connection.
-///
-/// No header-read timeout: with a timer, hyper arms one per request, which cost about 10 µs of
-/// CPU per request in the benchmark (a third of the mock's budget). The mock is a test fixture
-/// on loopback, not a public server that must shed slow clients.
-fn http_builder() -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().keep_alive(true);
-    builder
-        .http2()
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(64 * 1024);
-    builder
-}
-
-/// Returns `config`, with ALPN `h2` and `http/1.1` when it names no protocol itself.
-fn with_alpn(config: Arc<ServerConfig>) -> Arc<ServerConfig> {
-    if !config.alpn_protocols.is_empty() {
-        return config;
-    }
-    let mut config = Arc::unwrap_or_clone(config);
-    config.alpn_protocols = default_alpn();
-    Arc::new(config)
-}
-
-fn default_alpn() -> Vec<Vec<u8>> {
-    vec![b"h2".to_vec(), b"http/1.1".to_vec()]
 }

@@ -107,6 +107,107 @@ async fn tls_serves_h2_and_http1_by_alpn() {
     mock.stop().await;
 }
 
+/// One HTTP/1.1 request on a new TLS connection; returns the response and whether the
+/// server closed the connection after it.
+async fn tls_http1_request(
+    mock: &Mock,
+    cert: &TestCert,
+    method: http::Method,
+    path: &str,
+) -> (http::response::Parts, Value, bool) {
+    let tls = tls_connect(mock, cert, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    // The connection task ends only when the server closes the connection.
+    let closed = tokio::time::timeout(Duration::from_secs(2), conn)
+        .await
+        .is_ok();
+    (parts, serde_json::from_slice(&body).unwrap(), closed)
+}
+
+#[tokio::test]
+async fn handshake_delay_and_keep_alive_change_at_runtime() {
+    let cert = test_cert();
+    let dir = cert.dir.path();
+    let config = tls_config_from_files(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
+    let mock = start_with(MockOptions::default(), Some(config)).await;
+    let tls = tls_connect(&mock, &cert, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    drop(tls);
+
+    // Clients offering only http/1.1 keep their connection by default.
+    let tls = tls_connect(&mock, &cert, &[b"http/1.1"]).await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    for _ in 0..2 {
+        let request = Request::put("/__mock/connections?handshake_delay=300ms&keep_alive=false")
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().get("connection").is_none());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["handshake_delay_ms"], 300.0);
+        assert_eq!(v["keep_alive"], false);
+    }
+    drop(sender);
+    let _ = conn.await;
+
+    // New connections: the handshake waits, HTTP/2 is not offered, and the connection
+    // closes after one response.
+    let started = std::time::Instant::now();
+    let (parts, v, closed) =
+        tls_http1_request(&mock, &cert, http::Method::GET, "/__mock/connections").await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(parts.headers.get("connection").unwrap(), "close");
+    assert!(closed, "the mock closed the connection");
+    assert_eq!(
+        v,
+        serde_json::json!({"handshake_delay_ms": 300.0, "keep_alive": false})
+    );
+
+    let (parts, v, _) = tls_http1_request(
+        &mock,
+        &cert,
+        http::Method::PUT,
+        "/__mock/connections?keep_alive=true&handshake_delay=soon",
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::BAD_REQUEST);
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("`handshake_delay=soon`"), "{message}");
+    let (_, v, _) = tls_http1_request(
+        &mock,
+        &cert,
+        http::Method::PUT,
+        "/__mock/connections?keep_alive=true&handshake_delay=0ms",
+    )
+    .await;
+    assert_eq!(
+        v,
+        serde_json::json!({"handshake_delay_ms": 0.0, "keep_alive": true})
+    );
+    let tls = tls_connect(&mock, &cert, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    mock.stop().await;
+}
+
 #[tokio::test]
 async fn alpn_is_added_to_a_config_without_it() {
     let cert = test_cert();
