@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// The keys the grammar knows, for error messages.
 const KEYS: &str = "status, body, retry_after, latency, first_byte, chunk_delay, cut_after, \
-                    end_early_after, disconnect, gzip, rate, every, none";
+                    end_early_after, disconnect, gzip, rate, every, mock, none";
 /// The longest duration a fault may ask for.
 const MAX_DURATION: Duration = Duration::from_secs(3600);
 /// How many distinct specs keep an `every=N` counter before the counters start over.
@@ -60,6 +60,8 @@ pub struct FaultSpec {
     pub(crate) gzip: bool,
     pub(crate) rate: Option<f64>,
     pub(crate) every: Option<u64>,
+    /// `mock=NAME`: the spec applies only on the mock of that name.
+    pub(crate) mock: Option<String>,
     /// The items as given, joined with `;`: the key of the `every` counter and the display form.
     source: String,
 }
@@ -97,6 +99,11 @@ impl FaultSpec {
     /// The error body shape: `body=`, or OpenAI's.
     pub(crate) fn error_shape(&self) -> ErrorShape {
         self.body.unwrap_or(ErrorShape::OpenAi)
+    }
+
+    /// Whether the spec applies on the mock called `name`: it names no mock, or this one.
+    pub(crate) fn aimed_at(&self, name: &str) -> bool {
+        self.mock.as_deref().is_none_or(|mock| mock == name)
     }
 
     /// Whether the spec does nothing (empty, or `none`).
@@ -153,6 +160,8 @@ impl FaultSpec {
                 Ok(())
             }
             "rate" => set(&mut self.rate, key, parse_rate(value)?),
+            "mock" if value.is_empty() => Err("`mock` needs the name of a mock".into()),
+            "mock" => set(&mut self.mock, key, value.to_owned()),
             "every" => match parse_number(value)? {
                 0 => Err("`every` must be at least 1".into()),
                 n => set(&mut self.every, key, n),
@@ -331,6 +340,17 @@ mod tests {
     }
 
     #[test]
+    fn mock_aims_a_spec_at_one_mock() {
+        let spec: FaultSpec = "status=500; mock=primary".parse().unwrap();
+        assert_eq!(spec.mock.as_deref(), Some("primary"));
+        assert!(spec.aimed_at("primary"));
+        assert!(!spec.aimed_at("secondary"));
+        assert_eq!(spec.to_string(), "status=500;mock=primary");
+        let everywhere: FaultSpec = "status=500".parse().unwrap();
+        assert!(everywhere.aimed_at("primary") && everywhere.aimed_at("secondary"));
+    }
+
+    #[test]
     fn none_and_empty_do_nothing() {
         for text in ["", "none", " ; "] {
             let spec: FaultSpec = text.parse().unwrap();
@@ -363,6 +383,8 @@ mod tests {
                 "only one of",
             ),
             ("none;status=500", "none", "cannot be combined"),
+            ("status=500;mock=", "mock=", "needs the name of a mock"),
+            ("mock=a;mock=b", "mock=b", "given twice"),
         ];
         for (spec, item, reason) in cases {
             let err = error_of(spec);

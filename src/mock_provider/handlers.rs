@@ -169,15 +169,18 @@ pub(crate) async fn handle(
     }
     let path = uri.path();
 
+    let name = &*state.fingerprint;
     let spec = match &header_fault {
-        Some(Ok(spec)) => Some(spec),
+        Some(Ok(spec)) if spec.aimed_at(name) => Some(spec),
+        // Aimed at another mock (`mock=NAME`): as if the header were absent.
+        Some(Ok(_)) | None => state.faults.as_ref(),
         Some(Err(message)) => {
             let reply = Reply::Error(openai_error(StatusCode::BAD_REQUEST, message));
             return Ok(respond(&state, path, reply, None, false));
         }
-        None => state.faults.as_ref(),
     };
-    let fault = spec.filter(|spec| !spec.is_noop() && state.triggers.fires(spec));
+    let fault =
+        spec.filter(|spec| !spec.is_noop() && spec.aimed_at(name) && state.triggers.fires(spec));
     if let Some(latency) = fault.and_then(|f| f.latency) {
         tokio::time::sleep(latency).await;
     }

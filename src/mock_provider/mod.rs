@@ -8,8 +8,8 @@
 //!   Responses API, so a test can check that what went in comes back;
 //! * misbehave on demand ([`FaultSpec`]: status codes with other providers' error bodies,
 //!   latency, cut or short streams, gzip, dropped connections), globally or per request through
-//!   the `x-mock-fault` header; and per connection (slow TLS handshakes, no keep-alive), also
-//!   changed at runtime through `/__mock/connections`;
+//!   the `x-mock-fault` header (which `mock=NAME` aims at one mock); and per connection (slow
+//!   TLS handshakes, no keep-alive), also changed at runtime through `/__mock/connections`;
 //! * remember what it received (`GET /__mock/requests`) so a test can check what the proxy
 //!   actually sent upstream.
 //!

@@ -169,6 +169,34 @@ async fn every_third_request_fails() {
 }
 
 #[tokio::test]
+async fn a_fault_aimed_at_another_mock_is_ignored() {
+    let mock = start(MockOptions {
+        name: "secondary".to_owned(),
+        ..faulty("status=503;every=2")
+    })
+    .await;
+    let answer = with_fault(&mock, "status=500;mock=secondary", false).await;
+    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+    // Aimed elsewhere: as if the header were absent, so `--faults` (every 2nd) applies.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let answer = with_fault(&mock, "status=500;mock=primary", false).await;
+        statuses.push(answer.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 503, 200, 503]);
+    // A `--faults` spec aimed at another mock never fires here.
+    let other = start(MockOptions {
+        name: "secondary".to_owned(),
+        ..faulty("status=500;mock=primary")
+    })
+    .await;
+    let answer = other.post("/v1/chat/completions", chat(false)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    other.stop().await;
+    mock.stop().await;
+}
+
+#[tokio::test]
 async fn latency_first_byte_and_chunk_delay() {
     let mock = start(MockOptions::default()).await;
     let started = Instant::now();
