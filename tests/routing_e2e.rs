@@ -93,14 +93,6 @@ fn start(t: &Two, routes: &str) -> Proxy {
     )
 }
 
-fn header<'a>(rec: &'a serde_json::Value, name: &str) -> Option<&'a str> {
-    rec["headers"]
-        .as_array()?
-        .iter()
-        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))?[1]
-        .as_str()
-}
-
 async fn chat(
     c: &reqwest::Client,
     base: &str,
@@ -132,15 +124,15 @@ async fn primary_500_is_answered_by_the_secondary_with_swapped_credentials_and_m
     let s = t.secondary.requests(&t.pki.root_pem);
     assert!(!p.is_empty() && s.len() == 1);
     assert_eq!(
-        header(&p[0], "authorization"),
+        record_header(&p[0], "authorization"),
         Some("Bearer sk-primary-key")
     );
     assert_eq!(
-        header(&s[0], "authorization"),
+        record_header(&s[0], "authorization"),
         Some("Bearer sk-secondary-key")
     );
     assert!(
-        header(&s[0], "openai-organization").is_none(),
+        record_header(&s[0], "openai-organization").is_none(),
         "provider headers dropped when crossing"
     );
     let body: serde_json::Value =
@@ -328,7 +320,7 @@ print(json.dumps(out))
     let s = t.secondary.requests(&t.pki.root_pem);
     assert!(s
         .iter()
-        .all(|r| header(r, "authorization") == Some("Bearer sk-secondary-key")));
+        .all(|r| record_header(r, "authorization") == Some("Bearer sk-secondary-key")));
     let _: SocketAddr = proxy.addr;
 }
 
@@ -519,6 +511,107 @@ targets = [{ provider = "primary" }]
     assert!(recent > base + 50.0, "{d}");
     let (_, status) = proxy.admin_get("/api/status");
     assert!(status.contains("primary.mock.test:443"), "{status}");
+}
+
+#[tokio::test]
+async fn an_endpoint_whose_handshakes_turn_300ms_slower_is_a_timing_anomaly() {
+    // No keep-alive: every request opens a new connection, so every request is one TLS
+    // handshake for the watch.
+    let t = two(&["--no-keep-alive"], &[]);
+    let routes = r#"
+[[route]]
+name = "only"
+match = { model = ["only"] }
+targets = [{ provider = "primary" }]
+"#;
+    let proxy = start(&t, routes);
+    let c = proxy.client();
+    let handshakes = |proxy: &Proxy| -> serde_json::Value {
+        let (_, status) = proxy.admin_get("/api/status");
+        let v: serde_json::Value = serde_json::from_str(&status).expect("status json");
+        v["timing"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["endpoint"] == "primary.mock.test:443" && s["metric"] == "tls_handshake")
+            .cloned()
+            .unwrap_or_default()
+    };
+    // The rule judges once the baseline holds 20 samples besides the recent 20.
+    for _ in 0..45 {
+        let r = chat(&c, "https://api.mock.test/v1", "only", false, None).await;
+        assert_eq!(r.status(), 200);
+    }
+    let steady = handshakes(&proxy);
+    assert_eq!(steady["samples"], 45, "one handshake per request: {steady}");
+    assert_eq!(steady["anomalous"], false, "{steady}");
+    assert!(
+        proxy
+            .audit_lines(0, |v| v["event"] == "timing_anomaly")
+            .is_empty(),
+        "steady handshakes are not an anomaly"
+    );
+    // From now on every handshake with the primary takes 300 ms longer.
+    let set = t.primary.control(
+        &t.pki.root_pem,
+        "PUT",
+        "/__mock/connections?handshake_delay=300ms",
+    );
+    assert_eq!(set["handshake_delay_ms"], 300.0, "{set}");
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            chat(&c, "https://api.mock.test/v1", "only", false, None)
+                .await
+                .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("join"), 200);
+    }
+    let is_handshake = |v: &serde_json::Value| {
+        v["event"] == "timing_anomaly" && v["detail"]["metric"] == "tls_handshake"
+    };
+    let lines = proxy.audit_lines(1, is_handshake);
+    assert_eq!(lines.len(), 1, "reported once: {lines:?}");
+    let line = &lines[0];
+    assert_eq!(line["host"], "primary.mock.test");
+    assert_eq!(line["port"], 443);
+    assert_eq!(line["reason"], "tls_handshake_slower");
+    let d = &line["detail"];
+    assert_eq!(d["endpoint"], "primary.mock.test:443");
+    let ms = |k: &str| d[k].as_f64().unwrap_or(f64::NAN);
+    assert!(ms("threshold_ms") >= 50.0, "{d}");
+    assert!(
+        ms("recent_ms") - ms("baseline_ms") > ms("threshold_ms"),
+        "{d}"
+    );
+    // Reported once about half the recent 20 are slow: their median is then about
+    // halfway between the old and the new level.
+    assert!(
+        ms("recent_ms") - ms("baseline_ms") > 100.0,
+        "a step, not noise: {d}"
+    );
+    // Audit lines never carry credentials.
+    let audit = std::fs::read_to_string(&proxy.audit).expect("audit");
+    for secret in [
+        "sk-primary-key",
+        "sk-secondary-key",
+        "sk-client-own-key",
+        "Bearer",
+    ] {
+        assert!(!audit.contains(secret), "{secret} in the audit log");
+    }
+    // The admin API shows the anomaly while it lasts.
+    let now = handshakes(&proxy);
+    assert_eq!(now["samples"], 65, "{now}");
+    assert_eq!(now["anomalous"], true, "{now}");
+    assert!(now["recent_ms"].as_f64().unwrap_or(0.0) >= 250.0, "{now}");
+    assert!(
+        now["baseline_ms"].as_f64().unwrap_or(f64::MAX) < 150.0,
+        "{now}"
+    );
 }
 
 #[tokio::test]

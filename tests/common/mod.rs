@@ -270,22 +270,38 @@ impl Mock {
 
     /// What the mock received (`GET /__mock/requests`), fetched directly.
     pub fn requests(&self, root_pem: &Path) -> Vec<serde_json::Value> {
+        self.control(root_pem, "GET", "/__mock/requests")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// A control path (`/__mock/...`) called directly; its JSON answer (null if none).
+    pub fn control(&self, root_pem: &Path, method: &str, path: &str) -> serde_json::Value {
         let out = Command::new("curl")
             .args([
                 "-sS",
+                "-X",
+                method,
                 "--cacert",
                 root_pem.to_str().expect("utf8"),
                 "--connect-to",
                 &format!("api.mock.test:443:{}", self.addr),
-                "https://api.mock.test/__mock/requests",
+                &format!("https://api.mock.test{path}"),
             ])
             .output()
             .expect("curl");
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
     }
+}
+
+/// A header of a recorded request (`/__mock/requests`), by case-insensitive name.
+pub fn record_header<'a>(rec: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    rec["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))?[1]
+        .as_str()
 }
 
 /// A running proxy.
@@ -481,16 +497,36 @@ pub fn python() -> String {
 /// Runs `tests/python/<script>` with the SDK through the proxy (HTTPS_PROXY, the proxy
 /// CA, `OPENAI_BASE_URL=https://api.mock.test/v1`) plus `env`; returns its JSON line.
 pub fn run_sdk(proxy: &Proxy, script: &str, env: &[(&str, &str)]) -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(script);
-    let mut cmd = Command::new(python());
-    cmd.arg(path)
-        .env("HTTPS_PROXY", proxy.url())
+    let mut cmd = sdk_command(script);
+    cmd.env("HTTPS_PROXY", proxy.url())
         .env("SSL_CERT_FILE", proxy.ca())
         .env("OPENAI_BASE_URL", "https://api.mock.test/v1")
         .env_remove("NO_PROXY")
         .env_remove("no_proxy");
+    finish_sdk(cmd, proxy, env)
+}
+
+/// Runs `tests/python/<script>` with the SDK against the proxy's gateway
+/// (`OPENAI_BASE_URL=http://PROXY/v1`, no proxy variables) plus `env`; returns its JSON line.
+pub fn run_sdk_gateway(proxy: &Proxy, script: &str, env: &[(&str, &str)]) -> serde_json::Value {
+    let mut cmd = sdk_command(script);
+    cmd.env("OPENAI_BASE_URL", format!("http://{}/v1", proxy.addr));
+    for var in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"] {
+        cmd.env_remove(var).env_remove(var.to_ascii_lowercase());
+    }
+    finish_sdk(cmd, proxy, env)
+}
+
+fn sdk_command(script: &str) -> Command {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let mut cmd = Command::new(python());
+    cmd.arg(path);
+    cmd
+}
+
+fn finish_sdk(mut cmd: Command, proxy: &Proxy, env: &[(&str, &str)]) -> serde_json::Value {
     for (k, v) in env {
         cmd.env(k, v);
     }
