@@ -47,6 +47,45 @@ pub fn extract_usage(json: &Value) -> Option<Usage> {
     ]
     .into_iter()
     .find(|u| u.is_object())?;
+    usage_object(usage)
+}
+
+/// [`extract_usage`] straight from a JSON body, without building the whole document:
+/// only the `usage` objects are materialized, everything else is skipped as it is read.
+/// Bodies the skimming pass cannot take (a `response` that is not an object, a repeated
+/// key) are parsed whole, so the answer is always the same as [`extract_usage`]'s.
+pub fn extract_usage_from_slice(body: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct Nested {
+        #[serde(default)]
+        usage: Option<Value>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[serde(default)]
+        usage: Option<Value>,
+        #[serde(default)]
+        response: Option<Nested>,
+        #[serde(default)]
+        x_groq: Option<Nested>,
+    }
+    let Ok(e) = serde_json::from_slice::<Envelope>(body) else {
+        return serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| extract_usage(&v));
+    };
+    [
+        e.usage,
+        e.response.and_then(|n| n.usage),
+        e.x_groq.and_then(|n| n.usage),
+    ]
+    .into_iter()
+    .flatten()
+    .find(Value::is_object)
+    .and_then(|u| usage_object(&u))
+}
+
+fn usage_object(usage: &Value) -> Option<Usage> {
     let first = |keys: [&str; 2]| keys.into_iter().find_map(|key| count(&usage[key]));
     let prompt_tokens = first(["prompt_tokens", "input_tokens"])?;
     let completion_tokens = first(["completion_tokens", "output_tokens"]).unwrap_or(0);
@@ -86,6 +125,7 @@ fn count(value: &Value) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
     use serde_json::json;
 
     use super::*;
@@ -154,6 +194,74 @@ mod tests {
         assert_eq!(extract_usage(&no_total).map(|u| u.total_tokens), Some(5));
         let groq = json!({"choices": [], "x_groq": {"usage": {"prompt_tokens": 1, "completion_tokens": 1}}});
         assert_eq!(extract_usage(&groq).map(|u| u.total_tokens), Some(2));
+    }
+
+    /// Usage objects in the places providers put them, among arbitrary other fields.
+    fn body_with_usage() -> impl Strategy<Value = Value> {
+        let count = prop_oneof![
+            (0u64..1_000_000).prop_map(Value::from),
+            Just(json!(12.0)),
+            Just(json!(-1)),
+            Just(json!("7")),
+            Just(Value::Null),
+        ];
+        let usage = prop::collection::vec(
+            (
+                prop::sample::select(vec![
+                    "prompt_tokens",
+                    "input_tokens",
+                    "completion_tokens",
+                    "output_tokens",
+                    "total_tokens",
+                    "x",
+                ]),
+                count,
+            ),
+            0..5,
+        )
+        .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()));
+        let slot = prop_oneof![
+            usage,
+            Just(Value::Null),
+            Just(json!("usage")),
+            Just(json!([]))
+        ];
+        (
+            prop::sample::select(vec!["usage", "response", "x_groq", "choices", "id"]),
+            slot,
+            any::<bool>(),
+            "[a-z]{0,8}",
+        )
+            .prop_map(|(place, u, nested, filler)| {
+                let inner = if nested && place != "usage" {
+                    json!({ "usage": u, "id": filler })
+                } else {
+                    u
+                };
+                json!({ "id": filler, "object": "x", place: inner, "choices": [{"message": {"content": "hi"}}] })
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn skimming_reads_the_same_usage_as_the_whole_document(body in body_with_usage()) {
+            let raw = serde_json::to_vec(&body).unwrap_or_default();
+            prop_assert_eq!(extract_usage_from_slice(&raw), extract_usage(&body));
+        }
+    }
+
+    #[test]
+    fn skimming_odd_bodies() {
+        let dup = br#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}"#;
+        let whole: Value = serde_json::from_slice(dup).unwrap_or_default();
+        assert_eq!(extract_usage_from_slice(dup), extract_usage(&whole));
+        assert_eq!(
+            extract_usage_from_slice(br#"{"response":"text","usage":{"prompt_tokens":3}}"#)
+                .map(|u| u.prompt_tokens),
+            Some(3)
+        );
+        assert_eq!(extract_usage_from_slice(b"[1,2]"), None);
+        assert_eq!(extract_usage_from_slice(b"{\"usage\": {\"prompt"), None);
     }
 
     #[test]

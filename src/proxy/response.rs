@@ -20,7 +20,7 @@ use crate::audit::{AuditEvent, EventKind};
 use crate::error::{Code, ProxyError};
 use crate::openai::errors::normalize_error;
 use crate::openai::request::ApiRoute;
-use crate::openai::usage::{extract_usage, StreamTracker, Usage};
+use crate::openai::usage::{extract_usage, extract_usage_from_slice, StreamTracker, Usage};
 use crate::policy::model::OnInvalid;
 use crate::tls::client::BoxError;
 use crate::toolcalls::StreamToolCheck;
@@ -296,9 +296,7 @@ impl Tee {
             let usage = if self.overflow {
                 None
             } else {
-                serde_json::from_slice::<serde_json::Value>(&self.buf)
-                    .ok()
-                    .and_then(|v| extract_usage(&v))
+                extract_usage_from_slice(&self.buf)
             };
             a.finish(usage, 0);
         }
