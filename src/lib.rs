@@ -81,29 +81,33 @@ impl App {
         admin: TcpListener,
         shutdown: CancellationToken,
         drain: Duration,
-    ) {
+    ) -> std::io::Result<()> {
         let tracker = TaskTracker::new();
         let conn_shutdown = CancellationToken::new();
-        let accept_stop = shutdown.clone();
-        let proxy_task = tokio::spawn(proxy::listener::serve_until(
-            proxy,
-            self.clone(),
-            accept_stop,
-            conn_shutdown.clone(),
-            tracker.clone(),
-        ));
+        let workers = proxy.into_std().and_then(|l| {
+            proxy::workers::start(
+                l,
+                self.clone(),
+                shutdown.clone(),
+                conn_shutdown.clone(),
+                tracker.clone(),
+            )
+        });
+        let mut workers = workers?;
         let admin_task = tokio::spawn(admin::serve(admin, self.clone(), conn_shutdown.clone()));
         self.ready.store(true, std::sync::atomic::Ordering::Release);
         shutdown.cancelled().await;
         self.stopping.cancel();
         self.ready
             .store(false, std::sync::atomic::Ordering::Release);
-        let _ = proxy_task.await;
+        workers.stopped_accepting().await;
         tracker.close();
         if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
             tracing::warn!("drain deadline passed; closing remaining connections");
         }
         conn_shutdown.cancel();
+        workers.join().await;
         let _ = admin_task.await;
+        Ok(())
     }
 }

@@ -55,6 +55,10 @@ enum Cmd {
         /// Longest drain of in-flight requests on SIGTERM, in seconds.
         #[arg(long, env = "LLM_EGRESS_DRAIN_SECONDS", default_value_t = 30)]
         drain_seconds: u64,
+        /// Proxy worker threads, each serving its own connections [default: one per CPU
+        /// this process may use].
+        #[arg(long, env = "LLM_EGRESS_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: Option<u16>,
     },
     /// Validate a policy and print what it allows; exit 1 on errors.
     Check {
@@ -220,6 +224,7 @@ async fn dispatch(cmd: Cmd) -> Result<i32> {
             certs,
             audit,
             drain_seconds,
+            workers,
         } => {
             cli::run::run(cli::run::RunOptions {
                 policy,
@@ -228,6 +233,7 @@ async fn dispatch(cmd: Cmd) -> Result<i32> {
                 certs,
                 audit,
                 drain: Duration::from_secs(drain_seconds),
+                workers: workers.map(usize::from),
             })
             .await?;
         }

@@ -437,3 +437,36 @@ fn policy_schema_is_a_json_schema_of_the_policy() {
         assert!(v["properties"].get(key).is_some(), "{key} missing");
     }
 }
+
+/// Upstream connections speak HTTP/1.1 unless `[upstream] http2 = true`; with it, the
+/// proxy offers h2 and the mock (which accepts it) sees HTTP/2 requests. Either way the
+/// client's own protocol is independent of the upstream's.
+#[tokio::test]
+async fn upstream_protocol_follows_the_http2_setting() {
+    let pki = Pki::new(&["api.mock.test", "127.0.0.1"]);
+    let mock = Mock::start_tls(&pki.chain, &pki.key, &[]);
+    for (http2, want) in [(false, "HTTP/1.1"), (true, "HTTP/2")] {
+        let policy = mock_policy(&pki, mock.addr, "")
+            .replace("[upstream]\n", &format!("[upstream]\nhttp2 = {http2}\n"));
+        let proxy = Proxy::start(&policy);
+        let r = proxy
+            .client()
+            .post("https://api.mock.test/v1/chat/completions")
+            .json(&chat_body(&format!("protocol check {http2}"), false))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        let records = mock.requests(&pki.root_pem);
+        let rec = records
+            .iter()
+            .rev()
+            .find(|r| {
+                r["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains(&format!("protocol check {http2}")))
+            })
+            .unwrap_or_else(|| panic!("no record for http2 = {http2}: {records:?}"));
+        assert_eq!(rec["version"], want, "http2 = {http2}");
+    }
+}

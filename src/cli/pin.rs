@@ -34,7 +34,7 @@ pub async fn run(url: &str, ca: Option<&Path>, connect: Option<&str>) -> Result<
         anchors_with(&extra).map_err(|e| anyhow::anyhow!("bad --ca certificate: {e:?}"))?;
     let sink = Arc::new(Mutex::new(Vec::new()));
     let verifier = Arc::new(PinnedVerifier::new(anchors, Vec::new()).with_capture(sink.clone()));
-    let cfg = crate::tls::client::client_config(verifier);
+    let cfg = crate::tls::client::client_config(verifier, false);
     let addr = connect.map_or_else(|| format!("{host}:{port}"), str::to_owned);
     let tcp = tokio::net::TcpStream::connect(&addr)
         .await

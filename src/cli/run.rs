@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub audit: Option<PathBuf>,
     /// How long to drain on shutdown.
     pub drain: Duration,
+    /// Proxy worker threads (None: one per CPU).
+    pub workers: Option<usize>,
 }
 
 /// Default proxy address.
@@ -39,6 +41,11 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:8481";
 
 /// Runs the proxy until SIGTERM / SIGINT.
 pub async fn run(opts: RunOptions) -> Result<()> {
+    // Before the first compile: upstream clients keep one pool per worker.
+    crate::proxy::workers::set_count(
+        opts.workers
+            .unwrap_or_else(crate::proxy::workers::default_count),
+    );
     let (files, created) = CaFiles::load_or_create(&opts.certs)?;
     if created {
         tracing::warn!(
@@ -133,7 +140,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     app.clone()
         .run(proxy_l, admin_l, shutdown, opts.drain)
-        .await;
+        .await
+        .context("serving the proxy port")?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     audit_task.shutdown().await;
     let (seq, head) = auditor.head();

@@ -247,7 +247,14 @@ impl Policy {
                         allow_private: upstream.allow_private_addresses,
                     },
                 };
-                let client_key = client_key(https, &roots, &pins, &addr, limits.connect_timeout);
+                let client_key = client_key(
+                    https,
+                    &roots,
+                    &pins,
+                    &addr,
+                    limits.connect_timeout,
+                    upstream.http2,
+                );
                 let client = match prev
                     .and_then(|p| p.hosts.get(&key))
                     .filter(|r| r.client_key == client_key)
@@ -257,9 +264,10 @@ impl Policy {
                         let tls = if https {
                             let anchors = anchors_with(&roots)
                                 .map_err(|e| err(format!("{path}.roots"), format!("{e:?}")))?;
-                            Some(crate::tls::client::client_config(Arc::new(
-                                PinnedVerifier::new(anchors, pins),
-                            )))
+                            Some(crate::tls::client::client_config(
+                                Arc::new(PinnedVerifier::new(anchors, pins)),
+                                upstream.http2,
+                            ))
                         } else {
                             None
                         };
@@ -530,6 +538,7 @@ fn client_key(
     pins: &[[u8; 32]],
     addr: &AddrPolicy,
     connect: Duration,
+    http2: bool,
 ) -> String {
     let mut h = Sha256::new();
     h.update([u8::from(https)]);
@@ -539,7 +548,7 @@ fn client_key(
     for p in pins {
         h.update(p);
     }
-    h.update(format!("{addr:?}|{connect:?}").as_bytes());
+    h.update(format!("{addr:?}|{connect:?}|{http2}").as_bytes());
     hex::encode(&h.finalize()[..16])
 }
 

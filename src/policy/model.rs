@@ -107,6 +107,10 @@ pub struct UpstreamSection {
     /// Allow DNS answers in private, loopback, link-local or CGNAT ranges.
     #[serde(default)]
     pub allow_private_addresses: bool,
+    /// Offer HTTP/2 to upstreams (ALPN) and multiplex requests over one connection per
+    /// host and worker when the upstream accepts it. Off: HTTP/1.1 keep-alive pools.
+    #[serde(default)]
+    pub http2: bool,
 }
 
 /// Where a secret comes from.

@@ -20,20 +20,21 @@ use crate::App;
 
 /// Accepts until `stop_accepting` fires; connections are tracked by `tracker` for
 /// draining and are cut when `kill` fires (after the drain deadline).
+/// `limit` bounds concurrent connections (shared by all workers).
 pub async fn serve_until(
     listener: TcpListener,
     app: Arc<App>,
+    limit: Arc<tokio::sync::Semaphore>,
     stop_accepting: CancellationToken,
     kill: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let limit = Arc::new(tokio::sync::Semaphore::new(
-        app.policy.load().limits.max_connections,
-    ));
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
+                // Another worker took it first (they share the socket).
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;

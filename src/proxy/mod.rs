@@ -11,3 +11,4 @@ pub mod routing;
 pub mod sse_body;
 pub mod sse_restore;
 pub mod url;
+pub mod workers;

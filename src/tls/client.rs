@@ -34,8 +34,22 @@ use crate::addr;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The request body type sent upstream.
 pub type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
-/// The pooled upstream client.
-pub type UpstreamClient = Client<Connector, ReqBody>;
+/// The pooled upstream client: one hyper-util pool per proxy worker
+/// ([`crate::proxy::workers`]), so a request uses connections driven by its own thread.
+#[derive(Clone)]
+pub struct UpstreamClient(Arc<[Client<Connector, ReqBody>]>);
+
+// === impl UpstreamClient ===
+
+impl UpstreamClient {
+    /// Sends `req` over the calling worker's pool.
+    pub fn request(
+        &self,
+        req: hyper::Request<ReqBody>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
+        self.0[crate::proxy::workers::current() % self.0.len()].request(req)
+    }
+}
 
 /// Why an upstream connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -121,15 +135,20 @@ impl Connector {
         }))
     }
 
-    /// Builds the pooled client over this connector.
+    /// Builds the pooled client over this connector, one pool per proxy worker.
     pub fn into_client(self) -> UpstreamClient {
-        Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .http2_adaptive_window(true)
-            .build(self)
+        let pools: Vec<_> = (0..crate::proxy::workers::count())
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_max_idle_per_host(256)
+                    .http2_adaptive_window(true)
+                    .build(self.clone())
+            })
+            .collect();
+        UpstreamClient(pools.into())
     }
 }
 
@@ -370,14 +389,21 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// A client TLS config trusting `verifier`, offering h2 and http/1.1.
-pub fn client_config(verifier: Arc<super::verify::PinnedVerifier>) -> Arc<ClientConfig> {
+/// A client TLS config trusting `verifier`, offering http/1.1, and h2 first when `http2`.
+pub fn client_config(
+    verifier: Arc<super::verify::PinnedVerifier>,
+    http2: bool,
+) -> Arc<ClientConfig> {
     let mut cfg = ClientConfig::builder_with_provider(super::provider())
         .with_safe_default_protocol_versions()
         .expect("aws-lc-rs supports the default protocol versions")
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Arc::new(cfg)
 }
