@@ -47,7 +47,7 @@ fn family(model: &str) -> Option<&'static tiktoken_rs::CoreBPE> {
     if m.starts_with("gpt-4o")
         || m.starts_with("gpt-4.1")
         || m.starts_with("gpt-5")
-        || m.starts_with('o')
+        || is_o_series(&m)
         || m.starts_with("chatgpt")
     {
         Some(tiktoken_rs::o200k_base_singleton())
@@ -57,6 +57,13 @@ fn family(model: &str) -> Option<&'static tiktoken_rs::CoreBPE> {
     } else {
         None
     }
+}
+
+/// `o1`, `o3-mini`, `o4-mini-2025-04-16`, ...: an `o` and a digit (not any name that starts
+/// with an `o`, such as `olmo` or `openchat`).
+fn is_o_series(m: &str) -> bool {
+    let b = m.as_bytes();
+    b.first() == Some(&b'o') && b.get(1).is_some_and(u8::is_ascii_digit)
 }
 
 /// Estimated prompt tokens of a parsed request.
@@ -79,6 +86,16 @@ pub fn estimate(parsed: &ParsedRequest) -> u64 {
 mod tests {
     use super::*;
     use crate::openai::request::{parse_request, ApiRoute};
+
+    #[test]
+    fn o_series_needs_a_digit_after_the_o() {
+        for m in ["o1", "o3-mini", "O4-mini-2025-04-16"] {
+            assert!(family(m).is_some(), "{m}");
+        }
+        for m in ["olmo-7b", "openchat", "only", "o"] {
+            assert!(family(m).is_none(), "{m}");
+        }
+    }
 
     #[test]
     fn tiktoken_counts_openai_models_and_heuristic_the_rest() {
