@@ -97,12 +97,11 @@ async fn tunnel_tls(
     sni: &str,
     alpn: &[u8],
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let mut s = tokio::net::TcpStream::connect(proxy.addr).await?;
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await?;
-    let mut buf = [0u8; 256];
-    let n = s.read(&mut buf).await?;
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    tunnel_tls_with(proxy, target, sni, client_cfg(proxy, alpn)).await
+}
+
+/// A client config trusting the proxy CA, offering `alpn`.
+fn client_cfg(proxy: &Proxy, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(rustls_pki_types_certs(&proxy.ca()));
     let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -113,10 +112,57 @@ async fn tunnel_tls(
     .with_root_certificates(roots)
     .with_no_client_auth();
     cfg.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(cfg)
+}
+
+/// `CONNECT target`, then TLS with `cfg` (whose session store may resume).
+async fn tunnel_tls_with(
+    proxy: &Proxy,
+    target: &str,
+    sni: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await?;
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).await?;
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).expect("name");
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, s)
-        .await
+    tokio_rustls::TlsConnector::from(cfg).connect(name, s).await
+}
+
+/// TLS session resumption towards clients: a client that reconnects to the same host
+/// resumes its session (no new certificate exchange), across proxy workers.
+#[tokio::test]
+async fn clients_resume_their_tls_sessions() {
+    let pki = Pki::new(&["api.mock.test"]);
+    let mock = Mock::start_tls(&pki.chain, &pki.key, &[]);
+    let proxy = Proxy::start(&mock_policy(&pki, mock.addr, ""));
+    let cfg = client_cfg(&proxy, b"http/1.1");
+    let mut kinds = Vec::new();
+    for _ in 0..4 {
+        let tls = tunnel_tls_with(&proxy, "api.mock.test:443", "api.mock.test", cfg.clone())
+            .await
+            .expect("tls");
+        kinds.push(tls.get_ref().1.handshake_kind());
+        // One exchange, so the client reads the session tickets sent after the handshake.
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .expect("h1");
+        tokio::spawn(conn);
+        let req = http::Request::get("/v1/models")
+            .header("host", "api.mock.test")
+            .body(Empty::<bytes::Bytes>::new())
+            .expect("req");
+        let resp = send.send_request(req).await.expect("resp");
+        assert_eq!(resp.status(), 200);
+    }
+    use rustls::HandshakeKind::{Full, Resumed};
+    assert_eq!(
+        kinds,
+        [Some(Full), Some(Resumed), Some(Resumed), Some(Resumed)]
+    );
 }
 
 fn rustls_pki_types_certs(p: &std::path::Path) -> Vec<rustls::pki_types::CertificateDer<'static>> {
