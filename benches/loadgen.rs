@@ -90,6 +90,10 @@ pub struct Args {
     /// Words in a streamed answer (about one event each).
     #[arg(long, default_value_t = 20)]
     pub stream_words: usize,
+    /// Give the proxies `[upstream] http2 = true` (h2 multiplexed upstream pools instead of
+    /// the default HTTP/1.1 keep-alive pools), to measure that choice.
+    #[arg(long)]
+    pub upstream_http2: bool,
     /// Worker threads of the load generator [number of CPUs].
     #[arg(long)]
     pub client_threads: Option<usize>,

@@ -110,7 +110,14 @@ impl Bench {
             mock.addr,
             bin.display()
         );
-        let pol = setup::policies(&w, &pki, mock.addr, cfg.s.runs, cfg.s.new_hosts)?;
+        let pol = setup::policies(
+            &w,
+            &pki,
+            mock.addr,
+            cfg.s.runs,
+            cfg.s.new_hosts,
+            args.upstream_http2,
+        )?;
         let env = vec![(
             features::PROVIDER_KEY_ENV.to_owned(),
             "sk-bench-provider-key".to_owned(),

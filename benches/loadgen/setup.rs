@@ -109,6 +109,7 @@ pub fn policies(
     mock: SocketAddr,
     runs: usize,
     new_hosts: usize,
+    upstream_http2: bool,
 ) -> Result<Policies> {
     let key_file = work.join("protect.key");
     {
@@ -153,6 +154,10 @@ pub fn policies(
     let mut base_vars = vars.clone();
     base_vars.push(("MINT_RESOLVE", resolve));
     base_vars.push(("MINT_ALLOW", allow));
+    base_vars.push((
+        "UPSTREAM_EXTRA",
+        if upstream_http2 { "http2 = true" } else { "" }.to_owned(),
+    ));
     Ok(Policies {
         base: fill(features::BASE, &base_vars),
         reload_allow: fill(features::RELOAD_ALLOW, &vars),
