@@ -88,6 +88,9 @@ pub struct TimingWatch {
 struct Series {
     /// Milliseconds, oldest first.
     samples: VecDeque<f64>,
+    /// The baseline part of `samples` (all but the last [`RECENT`]), kept sorted so a
+    /// judgement costs a binary search and a short walk instead of three sorts.
+    baseline: Vec<f64>,
     alarmed: bool,
 }
 
@@ -138,10 +141,7 @@ impl TimingWatch {
             map.insert(endpoint.to_owned(), Default::default());
         }
         let series = &mut map.get_mut(endpoint)?[metric.slot()];
-        if series.samples.len() >= BASELINE + RECENT {
-            series.samples.pop_front();
-        }
-        series.samples.push_back(d.as_secs_f64() * 1000.0);
+        series.push(d.as_secs_f64() * 1000.0);
         let j = series.judge()?;
         let excess = j.recent_ms - j.baseline_ms;
         if excess > j.threshold_ms {
@@ -195,18 +195,43 @@ impl TimingWatch {
 // === impl Series ===
 
 impl Series {
+    /// Appends a sample; the oldest leaves once [`BASELINE`] + [`RECENT`] are held, and the
+    /// sample [`RECENT`] places back moves from the recent set into the sorted baseline.
+    fn push(&mut self, ms: f64) {
+        if self.samples.len() >= BASELINE + RECENT {
+            if let Some(old) = self.samples.pop_front() {
+                let i = self.baseline.partition_point(|v| v.total_cmp(&old).is_lt());
+                if i < self.baseline.len() {
+                    self.baseline.remove(i);
+                }
+            }
+        }
+        self.samples.push_back(ms);
+        if let Some(joins) = self
+            .samples
+            .len()
+            .checked_sub(RECENT + 1)
+            .and_then(|i| self.samples.get(i).copied())
+        {
+            let i = self
+                .baseline
+                .partition_point(|v| v.total_cmp(&joins).is_le());
+            self.baseline.insert(i, joins);
+        }
+    }
+
     fn judge(&self) -> Option<Judgement> {
         let n = self.samples.len();
         if n < MIN_BASELINE + RECENT {
             return None;
         }
-        let split = n - RECENT;
-        let mut baseline: Vec<f64> = self.samples.iter().take(split).copied().collect();
-        let mut recent: Vec<f64> = self.samples.iter().skip(split).copied().collect();
-        let baseline_ms = median(&mut baseline)?;
+        let mut recent = [0.0f64; RECENT];
+        for (slot, v) in recent.iter_mut().zip(self.samples.iter().skip(n - RECENT)) {
+            *slot = *v;
+        }
+        let baseline_ms = median_sorted(&self.baseline)?;
         let recent_ms = median(&mut recent)?;
-        let mut dev: Vec<f64> = baseline.iter().map(|x| (x - baseline_ms).abs()).collect();
-        let mad = median(&mut dev)?;
+        let mad = mad_sorted(&self.baseline, baseline_ms)?;
         Some(Judgement {
             baseline_ms,
             recent_ms,
@@ -218,12 +243,54 @@ impl Series {
 /// Median (mean of the middle two for an even count); sorts `v`.
 fn median(v: &mut [f64]) -> Option<f64> {
     v.sort_unstable_by(f64::total_cmp);
+    median_sorted(v)
+}
+
+/// Median of an already sorted slice.
+fn median_sorted(v: &[f64]) -> Option<f64> {
     let n = v.len();
     match n {
         0 => None,
         _ if n % 2 == 1 => v.get(n / 2).copied(),
         _ => Some((v.get(n / 2 - 1)? + v.get(n / 2)?) / 2.0),
     }
+}
+
+/// Median absolute deviation of sorted `v` from `m` without sorting the deviations: the
+/// deviations left of `m` (read leftwards) and right of it are each sorted, so their merge
+/// yields them in order; walk it to the middle.
+fn mad_sorted(v: &[f64], m: f64) -> Option<f64> {
+    let n = v.len();
+    if n == 0 {
+        return None;
+    }
+    let split = v.partition_point(|x| *x < m);
+    let (mut left, mut right) = (split, split);
+    let mut next = || -> Option<f64> {
+        let l = left.checked_sub(1).and_then(|i| v.get(i)).map(|x| m - x);
+        let r = v.get(right).map(|x| x - m);
+        match (l, r) {
+            (Some(a), Some(b)) if a <= b => {
+                left -= 1;
+                Some(a)
+            }
+            (_, Some(b)) => {
+                right += 1;
+                Some(b)
+            }
+            (Some(a), None) => {
+                left -= 1;
+                Some(a)
+            }
+            (None, None) => None,
+        }
+    };
+    let mut prev = 0.0;
+    for _ in 0..n / 2 {
+        prev = next()?;
+    }
+    let mid = next()?;
+    Some(if n % 2 == 1 { mid } else { (prev + mid) / 2.0 })
 }
 
 #[cfg(test)]
@@ -246,6 +313,49 @@ mod tests {
                     .map(|a| (i, a))
             })
             .collect()
+    }
+
+    /// The rule computed from scratch: sort copies of both sets and of the deviations.
+    fn naive_judge(samples: &[f64]) -> Option<(f64, f64, f64)> {
+        let n = samples.len();
+        if n < MIN_BASELINE + RECENT {
+            return None;
+        }
+        let split = n - RECENT;
+        let mut base = samples[split.saturating_sub(BASELINE)..split].to_vec();
+        let mut recent = samples[split..].to_vec();
+        let b = median(&mut base)?;
+        let r = median(&mut recent)?;
+        let mut dev: Vec<f64> = base.iter().map(|x| (x - b).abs()).collect();
+        let mad = median(&mut dev)?;
+        Some((b, r, MIN_EXCESS_MS.max(MAD_FACTOR * mad)))
+    }
+
+    proptest::proptest! {
+        /// The sorted, incrementally kept baseline judges exactly like sorting everything
+        /// anew, after every sample, through the window filling up and sliding (values
+        /// drawn from a small set so ties and duplicates are common).
+        #[test]
+        fn incremental_judgement_equals_the_naive_rule(
+            values in proptest::collection::vec(
+                proptest::prop_oneof![0u32..8, 0u32..100_000], 0..520),
+            scale in proptest::sample::select(vec![1.0f64, 0.25, 7.5]),
+        ) {
+            let mut s = Series::default();
+            let mut all = Vec::new();
+            for v in values {
+                let ms = f64::from(v) * scale;
+                s.push(ms);
+                all.push(ms);
+                proptest::prop_assert!(s.samples.len() <= BASELINE + RECENT);
+                proptest::prop_assert_eq!(
+                    s.baseline.len(),
+                    s.samples.len().saturating_sub(RECENT)
+                );
+                let got = s.judge().map(|j| (j.baseline_ms, j.recent_ms, j.threshold_ms));
+                proptest::prop_assert_eq!(got, naive_judge(&all));
+            }
+        }
     }
 
     #[test]
