@@ -72,10 +72,12 @@ impl Account {
                 u.completion_tokens,
                 cost,
             );
-            detail.insert("prompt_tokens".into(), u.prompt_tokens.into());
-            detail.insert("completion_tokens".into(), u.completion_tokens.into());
-            if let Some(c) = cost {
-                detail.insert("cost".into(), c.into());
+            if self.allowed.is_some() {
+                detail.insert("prompt_tokens".into(), u.prompt_tokens.into());
+                detail.insert("completion_tokens".into(), u.completion_tokens.into());
+                if let Some(c) = cost {
+                    detail.insert("cost".into(), c.into());
+                }
             }
         }
         if let Some(mut ev) = self.allowed {
