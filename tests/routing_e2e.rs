@@ -456,16 +456,18 @@ targets = [{ provider = "primary", weight = 1 }, { provider = "secondary", weigh
     assert!((0.15..=0.35).contains(&share), "primary share {share}");
 }
 
-#[tokio::test]
-async fn an_endpoint_that_suddenly_answers_300ms_slower_is_a_timing_anomaly() {
-    let t = two(&[], &[]);
-    let routes = r#"
+/// One route, `only`, to the primary: the timing tests watch that endpoint alone.
+const ONLY_PRIMARY: &str = r#"
 [[route]]
 name = "only"
 match = { model = ["only"] }
 targets = [{ provider = "primary" }]
 "#;
-    let proxy = start(&t, routes);
+
+#[tokio::test]
+async fn an_endpoint_that_suddenly_answers_300ms_slower_is_a_timing_anomaly() {
+    let t = two(&[], &[]);
+    let proxy = start(&t, ONLY_PRIMARY);
     let c = proxy.client();
     for _ in 0..45 {
         assert_eq!(
@@ -518,13 +520,7 @@ async fn an_endpoint_whose_handshakes_turn_300ms_slower_is_a_timing_anomaly() {
     // No keep-alive: every request opens a new connection, so every request is one TLS
     // handshake for the watch.
     let t = two(&["--no-keep-alive"], &[]);
-    let routes = r#"
-[[route]]
-name = "only"
-match = { model = ["only"] }
-targets = [{ provider = "primary" }]
-"#;
-    let proxy = start(&t, routes);
+    let proxy = start(&t, ONLY_PRIMARY);
     let c = proxy.client();
     let handshakes = |proxy: &Proxy| -> serde_json::Value {
         let (_, status) = proxy.admin_get("/api/status");
