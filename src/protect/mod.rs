@@ -176,6 +176,14 @@ impl Protector {
         out
     }
 
+    /// Can the raw JSON answer `raw` hold a token to restore? False only when it holds
+    /// neither the token prefix nor a `\u` escape (which could spell one), so an answer
+    /// without tokens passes untouched, without a parse and a re-serialization.
+    pub fn may_hold_tokens(raw: &[u8]) -> bool {
+        memchr::memmem::find(raw, token::TOKEN_PREFIX.as_bytes()).is_some()
+            || memchr::memmem::find(raw, b"\\u").is_some()
+    }
+
     /// A streaming restorer for one text channel.
     pub fn stream_restorer(&self, kind: ChannelKind) -> StreamRestorer {
         StreamRestorer::new(self.ring.clone(), kind)

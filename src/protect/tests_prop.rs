@@ -129,6 +129,45 @@ fn stream(p: &Protector, kind: ChannelKind, parts: &[String]) -> (String, Restor
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
+    /// The fast path of the response step is safe: whenever restoring a JSON answer
+    /// would change it, `may_hold_tokens` says so on the raw bytes (however the provider
+    /// escapes the text), and when it says no, restoring changes nothing.
+    #[test]
+    fn an_answer_without_the_token_marker_needs_no_restore(
+        (text, _values) in text(),
+        ascii_only in any::<bool>(),
+        escape_p in any::<bool>(),
+        noise in "[ -~\u{e9}\u{1f600}\n\"\\\\]{0,40}",
+    ) {
+        let p = protector();
+        let mut st = ProtectStats::default();
+        let protected = p.protect_text(&text, &mut st).unwrap();
+        for content in [protected, text.clone(), noise.clone(), format!("{noise}{text}")] {
+            let body = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]});
+            let raw = if ascii_only {
+                // Like Python's json.dumps: every non-ASCII character as \uXXXX.
+                serde_json::to_string(&body).unwrap().chars().fold(String::new(), |mut o, c| {
+                    if c.is_ascii() { o.push(c) } else {
+                        let mut b = [0u16; 2];
+                        for u in c.encode_utf16(&mut b) { o.push_str(&format!("\\u{u:04x}")); }
+                    }
+                    o
+                })
+            } else {
+                serde_json::to_string(&body).unwrap()
+            };
+            // A provider may escape any character, even the token's own letters.
+            let raw = if escape_p { raw.replace('P', "\\u0050") } else { raw };
+            let mut v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+            let before = v.clone();
+            let rs = p.restore_response(&mut v);
+            if !Protector::may_hold_tokens(raw.as_bytes()) {
+                prop_assert_eq!(&v, &before);
+                prop_assert_eq!(rs.restored + rs.failed, 0);
+            }
+        }
+    }
+
     #[test]
     fn protect_then_restore_is_identity((text, values) in text()) {
         let p = protector();

@@ -207,6 +207,11 @@ pub async fn respond(
                     "the upstream response could not be read",
                 )
             })?;
+        if decls.is_none() && !crate::protect::Protector::may_hold_tokens(&raw) {
+            // Nothing to validate and no token to restore: pass the answer as it came.
+            account.finish(extract_usage_from_slice(&raw), 0);
+            return Ok(Response::from_parts(parts, full(raw)));
+        }
         let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&raw) else {
             account.finish(None, 0);
             return Ok(Response::from_parts(parts, full(raw)));
