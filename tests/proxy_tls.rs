@@ -132,6 +132,22 @@ async fn tunnel_tls_with(
     tokio_rustls::TlsConnector::from(cfg).connect(name, s).await
 }
 
+/// One HTTP/1.1 `GET /v1/models` with `Host: host` over an established tunnel.
+async fn h1_get_models(
+    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    host: &str,
+) -> http::Response<hyper::body::Incoming> {
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+    let req = http::Request::get("/v1/models")
+        .header("host", host)
+        .body(Empty::<bytes::Bytes>::new())
+        .expect("req");
+    send.send_request(req).await.expect("resp")
+}
+
 /// TLS session resumption towards clients: a client that reconnects to the same host
 /// resumes its session (no new certificate exchange), across proxy workers.
 #[tokio::test]
@@ -147,15 +163,7 @@ async fn clients_resume_their_tls_sessions() {
             .expect("tls");
         kinds.push(tls.get_ref().1.handshake_kind());
         // One exchange, so the client reads the session tickets sent after the handshake.
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .expect("h1");
-        tokio::spawn(conn);
-        let req = http::Request::get("/v1/models")
-            .header("host", "api.mock.test")
-            .body(Empty::<bytes::Bytes>::new())
-            .expect("req");
-        let resp = send.send_request(req).await.expect("resp");
+        let resp = h1_get_models(tls, "api.mock.test").await;
         assert_eq!(resp.status(), 200);
     }
     use rustls::HandshakeKind::{Full, Resumed};
@@ -194,15 +202,7 @@ async fn host_or_authority_that_differs_gets_421_on_h1_and_h2() {
     let tls = tunnel_tls(&proxy, "api.mock.test:443", "api.mock.test", b"http/1.1")
         .await
         .expect("tls");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("h1");
-    tokio::spawn(conn);
-    let req = http::Request::get("/v1/models")
-        .header("host", "other.test")
-        .body(Empty::<bytes::Bytes>::new())
-        .expect("req");
-    let resp = send.send_request(req).await.expect("resp");
+    let resp = h1_get_models(tls, "other.test").await;
     assert_eq!(resp.status(), 421);
     assert_eq!(resp.headers()["x-llm-egress-reason"], "host_mismatch");
     // HTTP/2 with a foreign :authority.
