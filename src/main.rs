@@ -148,6 +148,10 @@ enum Cmd {
         /// Close every connection after one response (TLS then offers only http/1.1).
         #[arg(long)]
         no_keep_alive: bool,
+        /// Worker threads, each running its own event loop and accepting its own
+        /// connections [default: one per CPU the process may use].
+        #[arg(long, env = "LLM_EGRESS_MOCK_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: Option<u16>,
     },
 }
 
@@ -306,6 +310,7 @@ async fn dispatch(cmd: Cmd) -> Result<i32> {
             no_record,
             handshake_delay_ms,
             no_keep_alive,
+            workers,
         } => {
             cli::mock::run(cli::mock::MockArgs {
                 listen,
@@ -317,6 +322,8 @@ async fn dispatch(cmd: Cmd) -> Result<i32> {
                 record: !no_record,
                 handshake_delay_ms,
                 keep_alive: !no_keep_alive,
+                workers: workers
+                    .map_or_else(llm_egress::proxy::workers::default_count, usize::from),
             })
             .await?;
         }

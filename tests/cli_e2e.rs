@@ -255,3 +255,48 @@ async fn sigterm_drains_an_open_stream_then_exits() {
     assert!(status.success());
     assert!(proxy.proc.output().contains("audit log flushed"));
 }
+
+#[test]
+fn mock_provider_workers_share_one_record() {
+    let pki = Pki::new(&["api.mock.test"]);
+    let mock = Mock::start_tls(&pki.chain, &pki.key, &["--workers", "3"]);
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", mock.proc.child.id()))
+        .expect("task dir")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .collect();
+    for i in 0..3 {
+        let name = format!("mock-worker-{i}");
+        assert!(threads.contains(&name), "no {name} in {threads:?}");
+    }
+    // Each curl is a new connection; whichever worker accepts it, one record keeps all.
+    for i in 0..12 {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--cacert",
+                pki.root_pem.to_str().expect("utf8"),
+                "--connect-to",
+                &format!("api.mock.test:443:{}", mock.addr),
+                "-H",
+                "content-type: application/json",
+                "-d",
+                &format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"n{i}"}}]}}"#),
+                "https://api.mock.test/v1/chat/completions",
+            ])
+            .output()
+            .expect("curl");
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(body.contains(&format!("echo: n{i}")), "{body}");
+    }
+    let recorded: Vec<String> = mock
+        .requests(&pki.root_pem)
+        .iter()
+        .filter_map(|r| {
+            let body: serde_json::Value = serde_json::from_str(r["body"].as_str()?).ok()?;
+            body["messages"][0]["content"].as_str().map(str::to_owned)
+        })
+        .collect();
+    let expected: Vec<String> = (0..12).map(|i| format!("n{i}")).collect();
+    assert_eq!(recorded, expected);
+}

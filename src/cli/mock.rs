@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::mock_provider::{serve, tls_config_from_files, FaultSpec, MockOptions};
+use crate::mock_provider::{serve_on_workers, tls_config_from_files, FaultSpec, Mock, MockOptions};
 
 /// The `mock-provider` command line.
 pub struct MockArgs {
@@ -28,6 +28,8 @@ pub struct MockArgs {
     pub handshake_delay_ms: u64,
     /// Keep connections alive after a response.
     pub keep_alive: bool,
+    /// Worker threads, each accepting and serving its own connections.
+    pub workers: usize,
 }
 
 /// Serves the mock provider until SIGINT / SIGTERM. Prints `listening on URL` first.
@@ -42,6 +44,7 @@ pub async fn run(args: MockArgs) -> Result<()> {
         record,
         handshake_delay_ms,
         keep_alive,
+        workers,
     } = args;
     let faults = match faults {
         Some(f) => Some(
@@ -71,7 +74,10 @@ pub async fn run(args: MockArgs) -> Result<()> {
         keep_alive,
         ..MockOptions::default()
     };
-    let shutdown = async {
+    let mock = Mock::new(tls, opts)?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let threads = serve_on_workers(&mock, &listener.into_std()?, workers, &stop)?;
+    let signalled = async {
         use tokio::signal::unix::{signal, SignalKind};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
@@ -85,6 +91,17 @@ pub async fn run(args: MockArgs) -> Result<()> {
             }
         }
     };
-    serve(listener, tls, opts, shutdown).await?;
+    signalled.await;
+    stop.cancel();
+    tokio::task::spawn_blocking(move || {
+        for t in threads {
+            match t.join() {
+                Ok(result) => result?,
+                Err(_) => anyhow::bail!("a mock-provider worker panicked"),
+            }
+        }
+        Ok(())
+    })
+    .await??;
     Ok(())
 }

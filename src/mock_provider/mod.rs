@@ -141,41 +141,102 @@ pub async fn serve(
     opts: MockOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let state = Arc::new(State::new(opts)?);
-    let acceptors = Arc::new(Acceptors::new(tls));
-    let graceful = GracefulShutdown::new();
-    let mut connections = JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(err) => {
-                    // EMFILE and friends: back off instead of spinning; the listener stays.
-                    tracing::warn!(error = %err, "mock provider: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        while connections.try_join_next().is_some() {}
-        connections.spawn(serve_connection(
-            stream,
-            Arc::clone(&acceptors),
-            Arc::clone(&state),
-            graceful.watcher(),
-        ));
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::debug!("mock provider: drain timed out, dropping open connections");
-    }
-    connections.shutdown().await;
+    Mock::new(tls, opts)?.serve(listener, shutdown).await;
     Ok(())
+}
+
+/// One mock provider that several accept loops can serve at once (see
+/// [`serve_on_workers`]): they share what it records, its counters and its runtime
+/// settings.
+#[derive(Clone)]
+pub struct Mock {
+    state: Arc<State>,
+    acceptors: Arc<Acceptors>,
+}
+
+impl Mock {
+    /// A mock answering as `opts` says, over TLS when `tls` is given.
+    ///
+    /// Errors only when `opts.name` cannot be sent as a header value.
+    pub fn new(tls: Option<Arc<ServerConfig>>, opts: MockOptions) -> io::Result<Self> {
+        Ok(Self {
+            state: Arc::new(State::new(opts)?),
+            acceptors: Arc::new(Acceptors::new(tls)),
+        })
+    }
+
+    /// Accepts and serves connections from `listener` until `shutdown` resolves, then
+    /// drains them as [`serve`] does.
+    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let graceful = GracefulShutdown::new();
+        let mut connections = JoinSet::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _peer)) => stream,
+                    Err(err) => {
+                        // EMFILE and friends: back off instead of spinning; the listener stays.
+                        tracing::warn!(error = %err, "mock provider: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            while connections.try_join_next().is_some() {}
+            connections.spawn(serve_connection(
+                stream,
+                Arc::clone(&self.acceptors),
+                Arc::clone(&self.state),
+                graceful.watcher(),
+            ));
+        }
+        drop(listener);
+        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::debug!("mock provider: drain timed out, dropping open connections");
+        }
+        connections.shutdown().await;
+    }
+}
+
+/// Serves `mock` on `workers` threads, each running its own single-threaded runtime and
+/// accepting from the same `listener` (as the proxy's workers do, and as nginx does with a
+/// worker per core): a connection stays on the thread that accepted it, so a busy mock
+/// costs no cross-thread wake-ups. Every thread stops accepting once `shutdown` is
+/// cancelled and returns after draining its connections; join the handles to wait.
+///
+/// # Errors
+///
+/// When the listener cannot be shared or made non-blocking, or a thread cannot start.
+pub fn serve_on_workers(
+    mock: &Mock,
+    listener: &std::net::TcpListener,
+    workers: usize,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> io::Result<Vec<std::thread::JoinHandle<io::Result<()>>>> {
+    listener.set_nonblocking(true)?;
+    (0..workers.max(1))
+        .map(|i| {
+            let (mock, listener, shutdown) =
+                (mock.clone(), listener.try_clone()?, shutdown.clone());
+            std::thread::Builder::new()
+                .name(format!("mock-worker-{i}"))
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(async move {
+                        let listener = TcpListener::from_std(listener)?;
+                        mock.serve(listener, shutdown.cancelled_owned()).await;
+                        Ok(())
+                    })
+                })
+        })
+        .collect()
 }
 
 /// Builds a rustls server config from a PEM certificate chain and a PEM private key, with
