@@ -94,6 +94,11 @@ pub struct Args {
     /// the default HTTP/1.1 keep-alive pools), to measure that choice.
     #[arg(long)]
     pub upstream_http2: bool,
+    /// Put a system message of this many bytes before the user message of the
+    /// non-streaming request of section 1 (real prompts are kilobytes; the default request
+    /// is tiny, which measures the proxy's fixed cost per request).
+    #[arg(long, default_value_t = 0)]
+    pub prompt_bytes: usize,
     /// Worker threads of the load generator [number of CPUs].
     #[arg(long)]
     pub client_threads: Option<usize>,

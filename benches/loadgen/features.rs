@@ -109,6 +109,23 @@ pub fn request(feature: &str) -> ReqSpec {
     }
 }
 
+/// The plain chat request of section 1, with a system message of `prompt_bytes` bytes of
+/// ordinary prose first when asked for (the mock echoes only the last user message, so
+/// the answer keeps its size).
+pub fn plain(prompt_bytes: usize) -> ReqSpec {
+    let mut body = chat("hello");
+    if prompt_bytes > 0 {
+        const PROSE: &str = "You are a careful assistant. Answer in plain words and cite the \
+                             policy section you rely on. ";
+        let text: String = PROSE.chars().cycle().take(prompt_bytes).collect();
+        body["messages"] = serde_json::json!([
+            {"role": "system", "content": text},
+            {"role": "user", "content": "hello"},
+        ]);
+    }
+    ReqSpec::post("/v1/chat/completions", body)
+}
+
 /// A prompt whose secrets any working protection changes before the mock echoes it.
 const PROTECT_PROBE: &str = "mail alice@example.com, call +1 415 555 0100, card 4111 1111 1111 1111, \
 key sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCd, aws AKIAIOSFODNN7EXAMPLE, \

@@ -145,7 +145,7 @@ impl Bench {
             host: "tunnel.bench.test".into(),
             inspect: false,
         };
-        let chat = features::request("plain");
+        let chat = features::plain(args.prompt_bytes);
         let mut sizes = (0, 0);
         for (name, r) in [
             ("direct", &direct),
@@ -250,7 +250,7 @@ impl Bench {
             warmup: self.cfg.s.warmup,
             measure: self.cfg.s.measure,
         };
-        let chat = features::request("plain");
+        let chat = features::plain(self.args.prompt_bytes);
         let tls = &self.tls;
         if self.part("tput") {
             for &c in &self.cfg.levels {

@@ -1,11 +1,17 @@
 //! Request parsing for the OpenAI routes the proxy understands.
 //!
-//! The body is parsed into a `serde_json` map that keeps key order and every unknown
-//! field, so a request the proxy changes (usage opt-in, model rewrite) is re-serialized
-//! with nothing lost, and a request it does not change is forwarded as the original bytes
-//! (see [`ParsedRequest::is_modified`]).
+//! Every body is validated in one pass that keeps only the top-level fields each request
+//! needs (model, streaming, usage opt-in, output caps); the messages are skipped, not
+//! built. A step that needs more (protection, a rewrite, prompt estimates, tool
+//! declarations) gets the body as a `serde_json` map, built on first use, that keeps key
+//! order and every unknown field, so a request the proxy changes (usage opt-in, model
+//! rewrite) is re-serialized with nothing lost, and a request it does not change is
+//! forwarded as the original bytes (see [`ParsedRequest::is_modified`]).
 
 mod prompt;
+mod skim;
+
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -50,18 +56,40 @@ pub struct RequestJsonError {
 }
 
 /// A parsed request body and the fields later steps need.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct ParsedRequest {
     route: ApiRoute,
-    /// The body; `None` for a route without one (`GET /models`) sent without one.
-    body: Option<Map<String, Value>>,
+    /// The original bytes; empty for a bodiless `GET /models`.
+    raw: Bytes,
+    /// Whether there is a body (`GET /models` may come without one).
+    has_body: bool,
+    /// The body as a map, built on first use; `None` inside for a bodiless request.
+    body: OnceLock<Option<Map<String, Value>>>,
     model: Option<String>,
     stream: bool,
     client_include_usage: Option<bool>,
     include_usage: Option<bool>,
     max_output_tokens: Option<u64>,
-    tools: Vec<ToolDecl>,
+    /// A `tools` or `functions` key is present (otherwise there is nothing to declare).
+    declares_tools: bool,
+    /// The declared tools, read on first use.
+    tools: OnceLock<Vec<ToolDecl>>,
     modified: bool,
+}
+
+impl PartialEq for ParsedRequest {
+    /// Equal when they hold the same body and fields, whether or not either has built its
+    /// map yet.
+    fn eq(&self, other: &Self) -> bool {
+        self.route == other.route
+            && self.body() == other.body()
+            && self.model == other.model
+            && self.stream == other.stream
+            && self.client_include_usage == other.client_include_usage
+            && self.include_usage == other.include_usage
+            && self.max_output_tokens == other.max_output_tokens
+            && self.modified == other.modified
+    }
 }
 
 // === impl ApiRoute ===
@@ -113,7 +141,7 @@ impl ApiRoute {
 
 // === impl ParsedRequest ===
 
-/// Parses a request body for `route`.
+/// Parses a request body for `route` (copying it; the proxy uses [`parse_request_bytes`]).
 ///
 /// The body must be a JSON object; `GET /models` may have an empty (or blank) body.
 ///
@@ -122,37 +150,74 @@ impl ApiRoute {
 /// [`RequestJsonError`] when the body is not valid JSON or not an object; the proxy
 /// answers `400 invalid_request_json` with it.
 pub fn parse_request(route: ApiRoute, body: &[u8]) -> Result<ParsedRequest, RequestJsonError> {
+    parse_request_bytes(route, Bytes::copy_from_slice(body))
+}
+
+/// [`parse_request`] of a body the request keeps (no copy): validates it and reads the
+/// top-level fields without building the messages.
+///
+/// # Errors
+///
+/// As [`parse_request`].
+pub fn parse_request_bytes(
+    route: ApiRoute,
+    body: Bytes,
+) -> Result<ParsedRequest, RequestJsonError> {
     if route == ApiRoute::Models && body.trim_ascii().is_empty() {
-        return Ok(ParsedRequest::from_body(route, None));
+        return Ok(ParsedRequest::new(route, Bytes::new(), None));
     }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(ParsedRequest::from_body(route, Some(map))),
-        Ok(other) => Err(not_an_object(body, &other)),
+    if let Some(skim) = skim::Skim::of(&body) {
+        return Ok(ParsedRequest::new(route, body, Some(skim)));
+    }
+    // Not an object, or not JSON: the full parse names what is wrong and where.
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(map)) => {
+            // Unreachable while the skim accepts what a `Value` accepts; if they ever
+            // disagree, build the fields from the map rather than refuse the request.
+            let mut req = ParsedRequest::new(route, body, None);
+            req.fill_from_map(map);
+            Ok(req)
+        }
+        Ok(other) => Err(not_an_object(&body, &other)),
         Err(err) => Err(RequestJsonError::from(err)),
     }
 }
 
 impl ParsedRequest {
-    fn from_body(route: ApiRoute, body: Option<Map<String, Value>>) -> Self {
-        let empty = Map::new();
-        let map = body.as_ref().unwrap_or(&empty);
-        let include_usage = map
+    fn new(route: ApiRoute, raw: Bytes, skim: Option<skim::Skim>) -> Self {
+        let has_body = !raw.is_empty();
+        let skim = skim.unwrap_or_default();
+        Self {
+            route,
+            raw,
+            has_body,
+            body: OnceLock::new(),
+            model: skim.model.clone(),
+            stream: skim.stream.unwrap_or(false),
+            client_include_usage: skim.include_usage,
+            include_usage: skim.include_usage,
+            max_output_tokens: skim.max_output_tokens(),
+            declares_tools: skim.declares_tools,
+            tools: OnceLock::new(),
+            modified: false,
+        }
+    }
+
+    /// Takes the fields from an already built map (the fallback of
+    /// [`parse_request_bytes`]).
+    fn fill_from_map(&mut self, map: Map<String, Value>) {
+        self.model = map.get("model").and_then(Value::as_str).map(str::to_owned);
+        self.stream = map.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        self.include_usage = map
             .get("stream_options")
             .and_then(|o| o.get("include_usage"))
             .and_then(Value::as_bool);
-        Self {
-            route,
-            model: map.get("model").and_then(Value::as_str).map(str::to_owned),
-            stream: map.get("stream").and_then(Value::as_bool).unwrap_or(false),
-            client_include_usage: include_usage,
-            include_usage,
-            max_output_tokens: ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-                .iter()
-                .find_map(|key| map.get(*key).and_then(Value::as_u64)),
-            tools: tool_decls(map),
-            body,
-            modified: false,
-        }
+        self.client_include_usage = self.include_usage;
+        self.max_output_tokens = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+            .iter()
+            .find_map(|key| map.get(*key).and_then(Value::as_u64));
+        self.declares_tools = map.contains_key("tools") || map.contains_key("functions");
+        self.body = OnceLock::from(Some(map));
     }
 
     /// The route this body was parsed for.
@@ -187,14 +252,28 @@ impl ParsedRequest {
         self.max_output_tokens
     }
 
-    /// The function tools the request declares, in order.
+    /// The function tools the request declares, in order (read from the body on first
+    /// use, and only when it has a `tools` or `functions` key).
     pub fn tools(&self) -> &[ToolDecl] {
-        &self.tools
+        if !self.declares_tools {
+            return &[];
+        }
+        self.tools
+            .get_or_init(|| self.body().map(tool_decls).unwrap_or_default())
     }
 
-    /// The parsed body (`None` for a bodiless `GET /models`).
+    /// The parsed body (`None` for a bodiless `GET /models`), built on first use.
     pub fn body(&self) -> Option<&Map<String, Value>> {
-        self.body.as_ref()
+        self.body
+            .get_or_init(|| {
+                if !self.has_body {
+                    return None;
+                }
+                // The skim accepted these bytes, so they parse into a map: the skim takes
+                // exactly what a `Value` takes.
+                serde_json::from_slice::<Map<String, Value>>(&self.raw).ok()
+            })
+            .as_ref()
     }
 
     /// The body, for a step that rewrites content. Marks the request modified; the
@@ -202,7 +281,15 @@ impl ParsedRequest {
     /// [`ParsedRequest::set_model`] to change the model).
     pub fn body_mut(&mut self) -> Option<&mut Map<String, Value>> {
         self.modified = true;
-        self.body.as_mut()
+        self.body();
+        self.body.get_mut().and_then(Option::as_mut)
+    }
+
+    /// Whether the request came with a body (a bodiless `GET /models` does not). A step
+    /// that must see the content fails closed when this is true and [`Self::body`] is
+    /// `None`.
+    pub fn has_body(&self) -> bool {
+        self.has_body
     }
 
     /// Whether the body was changed since parsing; if not, forward the original bytes.
@@ -212,7 +299,8 @@ impl ParsedRequest {
 
     /// Replaces the `model` (keeping its position among the keys).
     pub fn set_model(&mut self, model: &str) {
-        if let Some(body) = self.body.as_mut() {
+        self.body();
+        if let Some(body) = self.body.get_mut().and_then(Option::as_mut) {
             body.insert("model".to_owned(), Value::String(model.to_owned()));
             self.model = Some(model.to_owned());
             self.modified = true;
@@ -233,7 +321,8 @@ impl ParsedRequest {
         if !self.stream || !self.route.supports_stream_usage() {
             return false;
         }
-        let Some(body) = self.body.as_mut() else {
+        self.body();
+        let Some(body) = self.body.get_mut().and_then(Option::as_mut) else {
             return false;
         };
         let options = body
@@ -251,10 +340,13 @@ impl ParsedRequest {
         true
     }
 
-    /// The body re-serialized (compact; key order and unknown fields as parsed). Empty
-    /// for a bodiless request.
+    /// The body to send: the original bytes while nothing changed it, else re-serialized
+    /// (compact; key order and unknown fields as parsed). Empty for a bodiless request.
     pub fn to_bytes(&self) -> Bytes {
-        match &self.body {
+        if !self.modified {
+            return self.raw.clone();
+        }
+        match self.body() {
             // Serializing a map of `Value`s into a `Vec` cannot fail: keys are strings and
             // numbers are finite.
             Some(body) => serde_json::to_vec(body)

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::error::{Code, ProxyError};
-use crate::openai::request::{parse_request, ApiRoute, ParsedRequest, ToolDecl};
+use crate::openai::request::{parse_request_bytes, ApiRoute, ParsedRequest, ToolDecl};
 use crate::policy::compile::ProviderInfo;
 
 /// What the response steps need to know about the request.
@@ -86,7 +86,7 @@ pub async fn parse(
             }
         })?
         .to_bytes();
-    let mut parsed = parse_request(route, &bytes).map_err(|e| {
+    let mut parsed = parse_request_bytes(route, bytes.clone()).map_err(|e| {
         ProxyError::new(
             Code::InvalidRequestJson,
             format!("request body is not valid JSON: {e}"),
@@ -112,6 +112,7 @@ pub async fn parse(
     }
     // Step 4: protect sensitive spans before anything leaves; on failure send nothing.
     if let Some(p) = protector {
+        let has_body = parsed.has_body();
         if let Some(map) = parsed.body_mut() {
             let mut v = serde_json::Value::Object(std::mem::take(map));
             let result = p.protect_request(&mut v);
@@ -127,6 +128,12 @@ pub async fn parse(
                     ));
                 }
             }
+        } else if has_body {
+            // Fail closed: a body the protector cannot read is not sent.
+            return Err(ProxyError::new(
+                Code::ProtectFailed,
+                "prompt protection failed, nothing was sent: the body could not be read",
+            ));
         }
     }
     let out = if parsed.is_modified() {

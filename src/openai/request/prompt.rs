@@ -30,7 +30,7 @@ impl ParsedRequest {
     /// message content, function-call arguments and outputs) of the responses API. Token
     /// arrays are skipped.
     pub fn for_each_prompt_text<'a>(&'a self, mut f: impl FnMut(&'a str)) {
-        let Some(body) = self.body.as_ref() else {
+        let Some(body) = self.body() else {
             return;
         };
         match self.route {
@@ -73,7 +73,7 @@ impl ParsedRequest {
 
     /// Messages (chat) or input items (responses API) that carry per-message overhead.
     pub fn prompt_messages(&self) -> usize {
-        let Some(body) = self.body.as_ref() else {
+        let Some(body) = self.body() else {
             return 0;
         };
         let key = match self.route {

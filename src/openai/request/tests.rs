@@ -242,3 +242,121 @@ proptest! {
         }
     }
 }
+
+/// model, stream, include_usage, output cap, number of declared tools.
+type Fields = (Option<String>, bool, Option<bool>, Option<u64>, usize);
+
+fn fields(req: &ParsedRequest) -> Fields {
+    (
+        req.model().map(str::to_owned),
+        req.stream(),
+        req.stream_options_include_usage(),
+        req.max_output_tokens(),
+        req.tools().len(),
+    )
+}
+
+/// The fields as a full `Value` parse gives them (what the skim must agree with).
+fn fields_of_full_parse(body: &[u8]) -> Option<Fields> {
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    let mut req = ParsedRequest::new(ApiRoute::ChatCompletions, Bytes::new(), None);
+    req.fill_from_map(map);
+    Some(fields(&req))
+}
+
+/// A top-level key: mostly the ones the skim keeps, so that they repeat.
+fn top_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("model".to_owned()),
+        Just("stream".to_owned()),
+        Just("stream_options".to_owned()),
+        Just("max_tokens".to_owned()),
+        Just("max_completion_tokens".to_owned()),
+        Just("max_output_tokens".to_owned()),
+        Just("tools".to_owned()),
+        Just("functions".to_owned()),
+        Just("mod\\u0065l".to_owned()),
+        "[a-z_]{1,8}",
+    ]
+}
+
+/// A value for a top-level key: the types the fields expect, and anything else.
+fn top_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        "[a-z0-9-]{0,8}".prop_map(Value::from),
+        any::<bool>().prop_map(Value::from),
+        (0u64..5000).prop_map(Value::from),
+        Just(json!(-3)),
+        Just(json!(2.5)),
+        Just(json!({"include_usage": true})),
+        Just(json!({"include_usage": false, "x": [1]})),
+        Just(json!([{"type": "function", "function": {"name": "f"}}, {"name": "g"}])),
+        json_value(),
+    ]
+}
+
+proptest! {
+    /// The one-pass skim reads the same fields as a full parse, with repeated keys (the
+    /// last wins), escaped keys and values of every type; both accept the same bodies;
+    /// and the map built later is the full parse's.
+    #[test]
+    fn the_skim_reads_what_the_full_parse_reads(
+        entries in prop::collection::vec((top_key(), top_value()), 0..10),
+    ) {
+        let text = format!(
+            "{{{}}}",
+            entries
+                .iter()
+                .map(|(k, v)| {
+                    // `k` may hold a JSON escape already (`mod\u0065l`): write it raw.
+                    format!("\"{k}\":{v}")
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let full = fields_of_full_parse(text.as_bytes());
+        let req = parse_request(ApiRoute::ChatCompletions, text.as_bytes());
+        prop_assert_eq!(req.is_ok(), full.is_some(), "{}", text);
+        // Every body a `Value` takes goes through the skim (not the fallback).
+        prop_assert_eq!(skim::Skim::of(text.as_bytes()).is_some(), full.is_some(), "{}", text);
+        if let (Ok(req), Some(full)) = (req, full) {
+            prop_assert_eq!(fields(&req), full, "{}", text);
+            let map: Value = serde_json::from_str(&text).unwrap_or_default();
+            prop_assert_eq!(req.body().cloned().map(Value::Object), Some(map));
+            prop_assert_eq!(req.to_bytes(), text.as_bytes());
+        }
+    }
+}
+
+#[test]
+fn nesting_too_deep_for_a_value_is_refused_by_the_skim_too() {
+    let deep = format!("{{\"messages\":{}{}}}", "[".repeat(200), "]".repeat(200));
+    assert!(serde_json::from_str::<Value>(&deep).is_err());
+    let err = parse_request(ApiRoute::ChatCompletions, deep.as_bytes()).unwrap_err();
+    assert!(err.message.contains("recursion limit"), "{err}");
+    let fine = format!("{{\"messages\":{}{}}}", "[".repeat(100), "]".repeat(100));
+    assert!(parse_request(ApiRoute::ChatCompletions, fine.as_bytes()).is_ok());
+}
+
+#[test]
+fn errors_name_the_position_as_the_full_parse_does() {
+    for (body, expected) in [
+        (
+            &b"{\"model\": \"a\",}"[..],
+            serde_json::from_slice::<Value>(b"{\"model\": \"a\",}"),
+        ),
+        (
+            &b"{\"a\":1} x"[..],
+            serde_json::from_slice::<Value>(b"{\"a\":1} x"),
+        ),
+        (
+            &b"{\"a\":1e999}"[..],
+            serde_json::from_slice::<Value>(b"{\"a\":1e999}"),
+        ),
+    ] {
+        let err = parse_request(ApiRoute::ChatCompletions, body).unwrap_err();
+        assert_eq!(err, RequestJsonError::from(expected.unwrap_err()));
+    }
+}

@@ -1,0 +1,71 @@
+//! What reading a request body costs the proxy on every request: the one-pass skim of
+//! `parse_request_bytes` (top-level fields only, messages skipped) against building the
+//! whole body as a `serde_json::Value` (what the proxy did before, and still does when a
+//! step needs the content). Best of 5 batches, release build.
+//!
+//! `cargo bench --locked --bench request_parse` prints a markdown table.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use bytes::Bytes;
+use llm_egress::openai::request::{parse_request_bytes, ApiRoute};
+use serde_json::{json, Value};
+
+const BATCH: u32 = 20_000;
+
+/// Best-of-5 mean time of `f`, in µs.
+fn best_us(mut f: impl FnMut()) -> f64 {
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..BATCH {
+                f();
+            }
+            t.elapsed().as_secs_f64() * 1e6 / f64::from(BATCH)
+        })
+        .fold(f64::MAX, f64::min)
+}
+
+fn row(label: &str, body: &Value) {
+    let raw = Bytes::from(body.to_string());
+    let full = best_us(|| {
+        black_box(serde_json::from_slice::<Value>(black_box(&raw)).is_ok());
+    });
+    let skim = best_us(|| {
+        black_box(parse_request_bytes(ApiRoute::ChatCompletions, black_box(raw.clone())).is_ok());
+    });
+    println!(
+        "| {label} | {} | {full:.2} | {skim:.2} | {:.1}× |",
+        raw.len(),
+        full / skim
+    );
+}
+
+fn main() {
+    println!("| chat request | bytes | whole `Value` µs | skim µs | faster |");
+    println!("|---|---|---|---|---|");
+    row(
+        "one short user message (section 1 of the load benchmark)",
+        &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}),
+    );
+    row(
+        "an 8 KiB system message + a short user message",
+        &json!({"model": "gpt-4o-mini", "messages": [
+            {"role": "system", "content": "x".repeat(8192)},
+            {"role": "user", "content": "hello"},
+        ]}),
+    );
+    let turns: Vec<Value> = (0..40)
+        .map(|i| {
+            json!({
+                "role": if i % 2 == 0 { "user" } else { "assistant" },
+                "content": format!("turn {i}: an ordinary sentence or two of conversation, about as long as people type them, {}", "z".repeat(80)),
+            })
+        })
+        .collect();
+    row(
+        "a 40-turn conversation",
+        &json!({"model": "gpt-4o-mini", "temperature": 0.2, "messages": turns}),
+    );
+}

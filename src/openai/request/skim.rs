@@ -1,0 +1,172 @@
+//! One validating pass over a request body that keeps only the top-level fields the
+//! proxy's steps read on every request (`model`, `stream`, `stream_options`, the output
+//! caps, whether tools are declared) and skips everything else as it is read — no map, no
+//! strings, no `Value` for the messages. A step that needs the whole body (protection, a
+//! rewrite, prompt estimates, tool declarations) builds it later, from the same bytes.
+//!
+//! It accepts exactly what `serde_json::from_slice::<Value>` accepts (skipped values go
+//! through `deserialize_any`, so the nesting limit applies as it does to a `Value`), and
+//! a repeated key counts with its last value, as in a `Value` map. The proptest in
+//! `tests.rs` holds it to the full parse.
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+/// The top-level fields of a JSON object body, as a `Value` map would give them.
+#[derive(Debug, Default)]
+pub(super) struct Skim {
+    /// `model`, when its last value is a string.
+    pub model: Option<String>,
+    /// `stream`, when its last value is a boolean.
+    pub stream: Option<bool>,
+    /// `stream_options.include_usage` of the last `stream_options`, when a boolean.
+    pub include_usage: Option<bool>,
+    /// `max_completion_tokens`, `max_tokens`, `max_output_tokens` (last values, as u64).
+    pub caps: [Option<u64>; 3],
+    /// A `tools` or `functions` key is present.
+    pub declares_tools: bool,
+}
+
+impl Skim {
+    /// Skims `body`; `None` when it is not a JSON object (the caller then reports the
+    /// error the full parse gives).
+    pub fn of(body: &[u8]) -> Option<Self> {
+        serde_json::from_slice::<Skim>(body).ok()
+    }
+
+    /// The output cap, in the order of precedence.
+    pub fn max_output_tokens(&self) -> Option<u64> {
+        self.caps.iter().find_map(|c| *c)
+    }
+}
+
+/// The top-level keys the skim keeps; every other key is skipped.
+enum Key {
+    Model,
+    Stream,
+    StreamOptions,
+    Cap(usize),
+    Tools,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(match key {
+                    "model" => Key::Model,
+                    "stream" => Key::Stream,
+                    "stream_options" => Key::StreamOptions,
+                    "max_completion_tokens" => Key::Cap(0),
+                    "max_tokens" => Key::Cap(1),
+                    "max_output_tokens" => Key::Cap(2),
+                    "tools" | "functions" => Key::Tools,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Skim {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SkimVisitor;
+        impl<'de> Visitor<'de> for SkimVisitor {
+            type Value = Skim;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skim, A::Error> {
+                let mut skim = Skim::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Model => {
+                            skim.model = match map.next_value::<Value>()? {
+                                Value::String(s) => Some(s),
+                                _ => None,
+                            };
+                        }
+                        Key::Stream => skim.stream = map.next_value::<Value>()?.as_bool(),
+                        Key::StreamOptions => {
+                            skim.include_usage = map
+                                .next_value::<Value>()?
+                                .get("include_usage")
+                                .and_then(Value::as_bool);
+                        }
+                        Key::Cap(i) => skim.caps[i] = map.next_value::<Value>()?.as_u64(),
+                        Key::Tools => {
+                            map.next_value::<Skip>()?;
+                            skim.declares_tools = true;
+                        }
+                        Key::Other => {
+                            map.next_value::<Skip>()?;
+                        }
+                    }
+                }
+                Ok(skim)
+            }
+        }
+        d.deserialize_map(SkimVisitor)
+    }
+}
+
+/// Any JSON value, read and dropped. Unlike [`IgnoredAny`] (which serde_json skips
+/// without a depth limit), nested arrays and objects go through `deserialize_any`, so a
+/// body too deep for a `Value` is refused here too.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        // Keys are strings; values are skipped with the depth limit.
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value::<Skip>()?;
+        }
+        Ok(Skip)
+    }
+}
