@@ -245,14 +245,18 @@ async fn forward(
         &mut ex,
     )
     .await?;
-    // Step 5: route.
-    if let (Some(p), Some(api)) = (parsed.as_mut(), api) {
+    // Step 5: route (the prompt is estimated only when a route matches on its size).
+    let routes = &policy.model.route;
+    if let (Some(p), Some(api), false) = (parsed.as_mut(), api, routes.is_empty()) {
         let model = p.model().map(str::to_owned);
+        let sized = routes.iter().any(|r| {
+            r.matcher.min_prompt_tokens.is_some() || r.matcher.max_prompt_tokens.is_some()
+        });
         let found = crate::route::find_route(
-            &policy.model.route,
+            routes,
             &crate::route::RouteRequest {
                 model: model.as_deref(),
-                prompt_tokens: Some(crate::tokens::estimate(p)),
+                prompt_tokens: sized.then(|| crate::tokens::estimate(p)),
                 path_suffix: &path,
                 route_header: route_header.as_deref(),
             },

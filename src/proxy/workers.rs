@@ -89,6 +89,7 @@ pub fn start(
             .spawn(move || {
                 INDEX.with(|c| c.set(i));
                 rt.block_on(async move {
+                    tokio::spawn(keep_timer_armed());
                     match tokio::net::TcpListener::from_std(l) {
                         Ok(l) => {
                             super::listener::serve_until(l, app, limit, stop, kill, tracker.clone())
@@ -105,6 +106,25 @@ pub fn start(
         threads.push(t);
     }
     Ok(Workers { accepting, threads })
+}
+
+/// How often [`keep_timer_armed`] ticks: shorter than any per-request timeout.
+const TIMER_ANCHOR: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Keeps one timer pending on this worker for as long as it runs.
+///
+/// Tokio's timer wakes its own thread (an `eventfd` write, then one more `epoll_wait`)
+/// whenever a new timer is due before the earliest one it is already waiting for — and
+/// with none pending, every new timer is. hyper arms a header-read timer for each request
+/// and the proxy a first-byte timer, so an otherwise idle worker paid an extra wake-up
+/// per request (docs/benchmarks.md, "Optimizations"). With this tick pending, later
+/// deadlines are simply filed away. Cost: two wake-ups a second per idle worker.
+async fn keep_timer_armed() {
+    let mut tick = tokio::time::interval(TIMER_ANCHOR);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
 }
 
 // === impl Workers ===
