@@ -8,6 +8,9 @@
 
 use std::time::Instant;
 
+#[path = "common/doc_block.rs"]
+mod doc_block;
+
 use llm_egress::protect::{ProtectConfig, Protector, RestoreStats};
 
 fn text(bytes: usize, every: Option<usize>) -> String {
@@ -95,16 +98,9 @@ fn main() {
         }
     }
     print!("{rows}");
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--out") {
-        let Some(path) = args.get(i + 1) else { return };
-        let doc = std::fs::read_to_string(path).unwrap_or_default();
-        let (begin, end) = ("<!-- protect-cost:begin -->", "<!-- protect-cost:end -->");
-        let block = format!("{begin}\n{rows}{end}");
-        let new = match (doc.find(begin), doc.find(end)) {
-            (Some(a), Some(b)) if b > a => format!("{}{}{}", &doc[..a], block, &doc[b + end.len()..]),
-            _ => format!("{doc}\n## 7. Prompt protection cost per KiB\n\n`cargo bench --bench protect_cost` (release, medians of 7 batches; JSON clone cost subtracted).\n\n{block}\n"),
-        };
-        let _ = std::fs::write(path, new);
-    }
+    doc_block::write_from_args(
+        "protect-cost",
+        &rows,
+        "## 7. Prompt protection cost per KiB\n\n`cargo bench --bench protect_cost` (release, medians of 7 batches; JSON clone cost subtracted).",
+    );
 }

@@ -3,10 +3,15 @@
 //! whole body as a `serde_json::Value` (what the proxy did before, and still does when a
 //! step needs the content). Best of 5 batches, release build.
 //!
-//! `cargo bench --locked --bench request_parse` prints a markdown table.
+//! `cargo bench --locked --bench request_parse` prints a markdown table; with `--out FILE`
+//! it also replaces the `request-parse` block in FILE (`./scripts/bench` passes
+//! docs/benchmarks.md).
 
 use std::hint::black_box;
 use std::time::Instant;
+
+#[path = "common/doc_block.rs"]
+mod doc_block;
 
 use bytes::Bytes;
 use llm_egress::openai::request::{parse_request_bytes, ApiRoute};
@@ -27,7 +32,7 @@ fn best_us(mut f: impl FnMut()) -> f64 {
         .fold(f64::MAX, f64::min)
 }
 
-fn row(label: &str, body: &Value) {
+fn row(label: &str, body: &Value) -> String {
     let raw = Bytes::from(body.to_string());
     let full = best_us(|| {
         black_box(serde_json::from_slice::<Value>(black_box(&raw)).is_ok());
@@ -35,21 +40,22 @@ fn row(label: &str, body: &Value) {
     let skim = best_us(|| {
         black_box(parse_request_bytes(ApiRoute::ChatCompletions, black_box(raw.clone())).is_ok());
     });
-    println!(
-        "| {label} | {} | {full:.2} | {skim:.2} | {:.1}× |",
+    format!(
+        "| {label} | {} | {full:.2} | {skim:.2} | {:.1}× |\n",
         raw.len(),
         full / skim
-    );
+    )
 }
 
 fn main() {
-    println!("| chat request | bytes | whole `Value` µs | skim µs | faster |");
-    println!("|---|---|---|---|---|");
-    row(
+    let mut rows = String::from(
+        "| chat request | bytes | whole `Value` µs | skim µs | faster |\n|---|---|---|---|---|\n",
+    );
+    rows += &row(
         "one short user message (section 1 of the load benchmark)",
         &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}),
     );
-    row(
+    rows += &row(
         "an 8 KiB system message + a short user message",
         &json!({"model": "gpt-4o-mini", "messages": [
             {"role": "system", "content": "x".repeat(8192)},
@@ -64,8 +70,14 @@ fn main() {
             })
         })
         .collect();
-    row(
+    rows += &row(
         "a 40-turn conversation",
         &json!({"model": "gpt-4o-mini", "temperature": 0.2, "messages": turns}),
+    );
+    print!("{rows}");
+    doc_block::write_from_args(
+        "request-parse",
+        &rows,
+        "## 8. Reading the request body\n\n`cargo bench --bench request_parse` (release, best of 5 batches).",
     );
 }
