@@ -142,7 +142,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .run(proxy_l, admin_l, shutdown, opts.drain)
         .await
         .context("serving the proxy port")?;
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     audit_task.shutdown().await;
     let (seq, head) = auditor.head();
     tracing::info!(audit_seq = seq, audit_head = %head, "stopped; audit log flushed");
@@ -178,6 +177,8 @@ fn spawn_signals(app: Arc<App>, shutdown: CancellationToken) -> Result<()> {
             }
         }
         tracing::info!("shutting down: draining in-flight requests");
+        // systemd: stopping starts now (the drain may take up to --drain-seconds).
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         shutdown.cancel();
     });
     Ok(())
