@@ -16,11 +16,20 @@ static READY: AtomicBool = AtomicBool::new(false);
 
 /// Whether `policy` has a route that uses prompt-token estimates.
 pub fn needed(policy: &PolicyFile) -> bool {
-    policy.route.iter().any(|r| {
-        r.matcher.max_prompt_tokens.is_some()
-            || r.matcher.min_prompt_tokens.is_some()
-            || r.strategy == Strategy::Cheapest
-    })
+    matches_on_prompt_size(policy)
+        || policy
+            .route
+            .iter()
+            .any(|r| r.strategy == Strategy::Cheapest)
+}
+
+/// Whether a route of `policy` matches on the prompt's size (`min_prompt_tokens`,
+/// `max_prompt_tokens`): only then does choosing a route need an estimate.
+pub fn matches_on_prompt_size(policy: &PolicyFile) -> bool {
+    policy
+        .route
+        .iter()
+        .any(|r| r.matcher.max_prompt_tokens.is_some() || r.matcher.min_prompt_tokens.is_some())
 }
 
 /// Starts loading the tokenizer tables in the background (once per process).

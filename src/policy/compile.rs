@@ -157,6 +157,8 @@ pub struct Policy {
     pub tool_calls: Option<super::model::ToolCallsSection>,
     /// Prompt protection, when `mode = "tokenize"`.
     pub protector: Option<Arc<crate::protect::Protector>>,
+    /// A route matches on prompt size, so finding a route needs a prompt estimate.
+    pub routes_match_prompt_size: bool,
 }
 
 // === impl Policy ===
@@ -311,6 +313,7 @@ impl Policy {
         if crate::tokens::needed(&model) {
             crate::tokens::warm_up();
         }
+        let routes_match_prompt_size = crate::tokens::matches_on_prompt_size(&model);
         Ok(Policy {
             hash,
             loaded_at: SystemTime::now(),
@@ -323,6 +326,7 @@ impl Policy {
             model_labels,
             tool_calls,
             protector,
+            routes_match_prompt_size,
         })
     }
 

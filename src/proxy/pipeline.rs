@@ -249,9 +249,7 @@ async fn forward(
     let routes = &policy.model.route;
     if let (Some(p), Some(api), false) = (parsed.as_mut(), api, routes.is_empty()) {
         let model = p.model().map(str::to_owned);
-        let sized = routes.iter().any(|r| {
-            r.matcher.min_prompt_tokens.is_some() || r.matcher.max_prompt_tokens.is_some()
-        });
+        let sized = policy.routes_match_prompt_size;
         let found = crate::route::find_route(
             routes,
             &crate::route::RouteRequest {
