@@ -61,8 +61,6 @@ pub struct ParsedRequest {
     route: ApiRoute,
     /// The original bytes; empty for a bodiless `GET /models`.
     raw: Bytes,
-    /// Whether there is a body (`GET /models` may come without one).
-    has_body: bool,
     /// The body as a map, built on first use; `None` inside for a bodiless request.
     body: OnceLock<Option<Map<String, Value>>>,
     model: Option<String>,
@@ -185,18 +183,17 @@ pub fn parse_request_bytes(
 
 impl ParsedRequest {
     fn new(route: ApiRoute, raw: Bytes, skim: Option<skim::Skim>) -> Self {
-        let has_body = !raw.is_empty();
         let skim = skim.unwrap_or_default();
+        let max_output_tokens = skim.max_output_tokens();
         Self {
             route,
             raw,
-            has_body,
             body: OnceLock::new(),
-            model: skim.model.clone(),
+            model: skim.model,
             stream: skim.stream.unwrap_or(false),
             client_include_usage: skim.include_usage,
             include_usage: skim.include_usage,
-            max_output_tokens: skim.max_output_tokens(),
+            max_output_tokens,
             declares_tools: skim.declares_tools,
             tools: OnceLock::new(),
             modified: false,
@@ -266,7 +263,7 @@ impl ParsedRequest {
     pub fn body(&self) -> Option<&Map<String, Value>> {
         self.body
             .get_or_init(|| {
-                if !self.has_body {
+                if !self.has_body() {
                     return None;
                 }
                 // The skim accepted these bytes, so they parse into a map: the skim takes
@@ -281,6 +278,11 @@ impl ParsedRequest {
     /// [`ParsedRequest::set_model`] to change the model).
     pub fn body_mut(&mut self) -> Option<&mut Map<String, Value>> {
         self.modified = true;
+        self.map_mut()
+    }
+
+    /// The body map, built first if need be (does not mark the request modified).
+    fn map_mut(&mut self) -> Option<&mut Map<String, Value>> {
         self.body();
         self.body.get_mut().and_then(Option::as_mut)
     }
@@ -289,7 +291,7 @@ impl ParsedRequest {
     /// that must see the content fails closed when this is true and [`Self::body`] is
     /// `None`.
     pub fn has_body(&self) -> bool {
-        self.has_body
+        !self.raw.is_empty()
     }
 
     /// Whether the body was changed since parsing; if not, forward the original bytes.
@@ -299,8 +301,7 @@ impl ParsedRequest {
 
     /// Replaces the `model` (keeping its position among the keys).
     pub fn set_model(&mut self, model: &str) {
-        self.body();
-        if let Some(body) = self.body.get_mut().and_then(Option::as_mut) {
+        if let Some(body) = self.map_mut() {
             body.insert("model".to_owned(), Value::String(model.to_owned()));
             self.model = Some(model.to_owned());
             self.modified = true;
@@ -321,8 +322,7 @@ impl ParsedRequest {
         if !self.stream || !self.route.supports_stream_usage() {
             return false;
         }
-        self.body();
-        let Some(body) = self.body.get_mut().and_then(Option::as_mut) else {
+        let Some(body) = self.map_mut() else {
             return false;
         };
         let options = body

@@ -86,7 +86,7 @@ pub async fn parse(
             }
         })?
         .to_bytes();
-    let mut parsed = parse_request_bytes(route, bytes.clone()).map_err(|e| {
+    let mut parsed = parse_request_bytes(route, bytes).map_err(|e| {
         ProxyError::new(
             Code::InvalidRequestJson,
             format!("request body is not valid JSON: {e}"),
@@ -136,11 +136,8 @@ pub async fn parse(
             ));
         }
     }
-    let out = if parsed.is_modified() {
-        parsed.to_bytes()
-    } else {
-        bytes
-    };
+    // The original bytes unless a step changed the body.
+    let out = parsed.to_bytes();
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
     headers.remove(header::TRANSFER_ENCODING);
     // The response body will be read (usage, stream checks): ask for it uncompressed.
