@@ -60,6 +60,10 @@ pub struct Args {
     /// The llm-egress binary [default: the one cargo built with this benchmark].
     #[arg(long)]
     pub bin: Option<PathBuf>,
+    /// The binary that runs the mock provider [--bin]: keeps the upstream fixed while
+    /// `--bin` changes, for an A/B of the proxy alone.
+    #[arg(long, hide = true)]
+    pub mock_bin: Option<PathBuf>,
     /// Runs per figure (the report quotes medians) [3; smoke 1].
     #[arg(long)]
     pub runs: Option<usize>,

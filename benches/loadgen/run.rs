@@ -103,12 +103,13 @@ impl Bench {
             .tempdir()?;
         let w = work.path().to_owned();
         let pki = Pki::create(&w)?;
-        let mock = Mock::start(&bin, &pki.chain, &pki.key)?;
+        let mock_bin = args.mock_bin.clone().unwrap_or_else(|| bin.clone());
+        let mock = Mock::start(&mock_bin, &pki.chain, &pki.key)?;
         eprintln!(
             "loadgen: mock pid {} on {}, binary {}",
             mock.pid(),
             mock.addr,
-            bin.display()
+            mock_bin.display()
         );
         let pol = setup::policies(
             &w,
