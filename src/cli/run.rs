@@ -41,6 +41,39 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:8481";
 
 /// Runs the proxy until SIGTERM / SIGINT.
 pub async fn run(opts: RunOptions) -> Result<()> {
+    let shutdown = CancellationToken::new();
+    let running = start(opts, shutdown.clone()).await?;
+    spawn_signals(running.app.clone(), shutdown)?;
+    crate::reload::spawn_watch(running.app.clone(), running.shutdown.clone());
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    running.finished().await
+}
+
+/// A proxy started in this process (by `run`, or by `demo` beside its mock providers).
+pub struct Running {
+    /// The proxy's state.
+    pub app: Arc<App>,
+    /// Where the proxy port listens.
+    pub proxy: SocketAddr,
+    /// Where the admin port listens.
+    pub admin: SocketAddr,
+    /// The audit file.
+    pub audit: PathBuf,
+    /// Cancel to stop: drain, then flush the audit log.
+    pub shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Running {
+    /// Waits until the proxy has stopped (after `shutdown`) and its audit log is flushed.
+    pub async fn finished(self) -> Result<()> {
+        self.task.await.context("the proxy task panicked")?
+    }
+}
+
+/// Loads the CA, the policy and the audit log, binds both ports and serves in a task until
+/// `shutdown` is cancelled. Signals and the policy watch are the caller's.
+pub async fn start(opts: RunOptions, shutdown: CancellationToken) -> Result<Running> {
     // Before the first compile: upstream clients keep one pool per worker.
     crate::proxy::workers::set_count(
         opts.workers
@@ -125,27 +158,34 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         ..AuditEvent::default()
     });
     let (seq, head) = auditor.head();
+    let (proxy, admin) = (proxy_l.local_addr()?, admin_l.local_addr()?);
     tracing::info!(
-        proxy = %proxy_l.local_addr()?,
-        admin = %admin_l.local_addr()?,
+        %proxy,
+        %admin,
         policy = %hash,
         audit = %audit_path.display(),
         audit_seq = seq,
         audit_head = %head,
         "llm-egress listening"
     );
-    let shutdown = CancellationToken::new();
-    spawn_signals(app.clone(), shutdown.clone())?;
-    crate::reload::spawn_watch(app.clone(), shutdown.clone());
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    app.clone()
-        .run(proxy_l, admin_l, shutdown, opts.drain)
-        .await
-        .context("serving the proxy port")?;
-    audit_task.shutdown().await;
-    let (seq, head) = auditor.head();
-    tracing::info!(audit_seq = seq, audit_head = %head, "stopped; audit log flushed");
-    Ok(())
+    let serve = app
+        .clone()
+        .run(proxy_l, admin_l, shutdown.clone(), opts.drain);
+    let task = tokio::spawn(async move {
+        serve.await.context("serving the proxy port")?;
+        audit_task.shutdown().await;
+        let (seq, head) = auditor.head();
+        tracing::info!(audit_seq = seq, audit_head = %head, "stopped; audit log flushed");
+        Ok(())
+    });
+    Ok(Running {
+        app,
+        proxy,
+        admin,
+        audit: audit_path,
+        shutdown,
+        task,
+    })
 }
 
 fn pick(flag: Option<SocketAddr>, policy: Option<&str>, default: &str) -> Result<SocketAddr> {
