@@ -9,7 +9,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::client::{self, client_config, ReqSpec, Route, Tls};
 use super::features::{self, fill, FEATURES};
 use super::load::{self, Window};
-use super::pki::Pki;
 use super::procs::{self, Mock, Proxy};
 use super::report::{FeatureRes, Results};
 use super::scenarios;
@@ -102,7 +101,7 @@ impl Bench {
             .prefix("llm-egress-bench")
             .tempdir()?;
         let w = work.path().to_owned();
-        let pki = Pki::create(&w)?;
+        let pki = super::pki::create(&w)?;
         let mock_bin = args.mock_bin.clone().unwrap_or_else(|| bin.clone());
         let mock = Mock::start(&mock_bin, &pki.chain, &pki.key)?;
         eprintln!(

@@ -232,7 +232,7 @@ fn parent_dir(path: &Path) -> PathBuf {
 
 /// Creates `path` (which must not exist) with mode 0600 and writes `bytes`, fsynced when
 /// `durable`.
-fn write_private(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)

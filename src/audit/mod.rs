@@ -35,7 +35,7 @@
 //! `sink.rs` (the file, resume, rotation) · `verify.rs` · `query.rs` (the CLI) ·
 //! `summary.rs` (`--summary`).
 
-mod chain;
+pub(crate) mod chain;
 mod event;
 mod query;
 mod sink;

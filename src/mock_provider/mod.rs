@@ -28,6 +28,7 @@ mod embeddings;
 mod errors;
 mod faults;
 mod handlers;
+pub mod pki;
 mod record;
 mod responses;
 mod sse;
@@ -49,6 +50,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 pub use faults::{FaultSpec, FaultSpecError};
+pub use pki::MockPki;
 
 use connection::{serve_connection, Acceptors};
 use handlers::State;
