@@ -119,6 +119,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ProtectCmd,
     },
+    /// Offline tour: two mock providers and the proxy in this process; allowed, blocked,
+    /// failing-over, protected and invalid-tool-call requests; a table; the audit log.
+    Demo {
+        /// Directory for the demo's policy, CA and audit log (replaced if an earlier demo
+        /// made it).
+        #[arg(long, default_value = "llm-egress-demo")]
+        dir: PathBuf,
+    },
     /// Run the OpenAI-compatible mock provider.
     MockProvider {
         /// Listen address.
@@ -196,9 +204,9 @@ enum PolicyCmd {
     Schema,
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -210,7 +218,13 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The demo prints a table; its proxy's info lines would bury it (RUST_LOG overrides).
+    let level = if matches!(cli.cmd, Cmd::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_logging(cli.log_format, level);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -299,6 +313,10 @@ async fn dispatch(cmd: Cmd) -> Result<i32> {
         } => {
             let schema = schemars::schema_for!(llm_egress::policy::model::PolicyFile);
             println!("{}", serde_json::to_string_pretty(&schema)?);
+        }
+        Cmd::Demo { dir } => {
+            let passed = cli::demo::run(cli::demo::DemoOptions { dir }).await?;
+            return Ok(if passed { 0 } else { 1 });
         }
         Cmd::MockProvider {
             listen,

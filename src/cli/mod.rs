@@ -3,6 +3,7 @@
 
 pub mod ca;
 pub mod check;
+pub mod demo;
 pub mod mock;
 pub mod pin;
 pub mod run;
