@@ -25,7 +25,8 @@ pub struct MockPki {
     pub root_pin: String,
 }
 
-fn ca_params(cn: &str) -> CertificateParams {
+/// Parameters of a test CA named `cn` (unconstrained, may sign certificates).
+pub fn ca_params(cn: &str) -> CertificateParams {
     let mut p = CertificateParams::default();
     p.distinguished_name.push(DnType::CommonName, cn);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -38,7 +39,28 @@ fn ca_params(cn: &str) -> CertificateParams {
     p
 }
 
-fn pin_of(der: &[u8]) -> io::Result<String> {
+/// Parameters of a server leaf for `names` (the first is its common name).
+///
+/// # Errors
+///
+/// When a name is neither a DNS name nor an IP address.
+pub fn leaf_params(names: &[String]) -> Result<CertificateParams, rcgen::Error> {
+    let mut p = CertificateParams::new(names.to_vec())?;
+    if let Some(cn) = names.first() {
+        p.distinguished_name.push(DnType::CommonName, cn.as_str());
+    }
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.use_authority_key_identifier_extension = true;
+    Ok(p)
+}
+
+/// `sha256//…` pin of the key in a DER certificate.
+///
+/// # Errors
+///
+/// When `der` is not a certificate.
+pub fn cert_pin(der: &[u8]) -> io::Result<String> {
     let (_, c) = x509_parser::parse_x509_certificate(der).map_err(io::Error::other)?;
     Ok(crate::tls::spki_pin(c.public_key().raw))
 }
@@ -64,21 +86,15 @@ impl MockPki {
             &root,
         )
         .map_err(io::Error::other)?;
-        let mut p = CertificateParams::new(names.to_vec()).map_err(io::Error::other)?;
-        if let Some(cn) = names.first() {
-            p.distinguished_name.push(DnType::CommonName, cn.as_str());
-        }
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.use_authority_key_identifier_extension = true;
+        let p = leaf_params(names).map_err(io::Error::other)?;
         let key = KeyPair::generate().map_err(io::Error::other)?;
         let leaf = p.signed_by(&key, &inter).map_err(io::Error::other)?;
         let pki = MockPki {
             root_pem: dir.join("root.pem"),
             chain: dir.join("leaf-chain.pem"),
             key: dir.join("leaf-key.pem"),
-            inter_pin: pin_of(inter.der())?,
-            root_pin: pin_of(root.der())?,
+            inter_pin: cert_pin(inter.der())?,
+            root_pin: cert_pin(root.der())?,
         };
         std::fs::write(&pki.root_pem, root.pem())?;
         std::fs::write(&pki.chain, format!("{}{}", leaf.pem(), inter.pem()))?;

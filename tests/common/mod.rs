@@ -10,10 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
+use llm_egress::mock_provider::pki::{ca_params, leaf_params};
+use rcgen::{CertifiedIssuer, KeyPair};
 
 /// The binary under test.
 pub fn bin() -> &'static str {
@@ -35,27 +33,7 @@ pub struct Pki {
 }
 
 fn spki_pin_of(der: &[u8]) -> String {
-    use base64::Engine;
-    use sha2::Digest;
-    let (_, c) = x509_parser::parse_x509_certificate(der).expect("test cert parses");
-    let d = sha2::Sha256::digest(c.public_key().raw);
-    format!(
-        "sha256//{}",
-        base64::engine::general_purpose::STANDARD.encode(d)
-    )
-}
-
-fn ca_params(cn: &str) -> CertificateParams {
-    let mut p = CertificateParams::default();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    p.use_authority_key_identifier_extension = true;
-    p
+    llm_egress::mock_provider::pki::cert_pin(der).expect("test cert parses")
 }
 
 impl Pki {
@@ -102,12 +80,8 @@ impl Pki {
         from_days: i64,
         to_days: i64,
     ) -> (PathBuf, PathBuf, String) {
-        let mut p = CertificateParams::new(hosts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .expect("params");
-        p.distinguished_name.push(DnType::CommonName, hosts[0]);
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.use_authority_key_identifier_extension = true;
+        let names: Vec<String> = hosts.iter().map(|s| s.to_string()).collect();
+        let mut p = leaf_params(&names).expect("params");
         let now = time::OffsetDateTime::now_utc();
         p.not_before = now + time::Duration::days(from_days) - time::Duration::hours(1);
         p.not_after = now + time::Duration::days(to_days);
