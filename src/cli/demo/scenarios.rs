@@ -50,6 +50,20 @@ fn row(scenario: &'static str, request: String, a: &Answer) -> Row {
     }
 }
 
+/// A row for an answer that must be the error `code` with `status`.
+fn refused(
+    scenario: &'static str,
+    request: String,
+    a: &Answer,
+    (status, code): (u16, &str),
+    outcome: &str,
+) -> Row {
+    let mut r = row(scenario, request, a);
+    r.ok = a.status == status && r.code == code;
+    r.outcome = outcome.into();
+    r
+}
+
 /// The assistant's text of a chat completion, or "".
 fn content(a: &Answer) -> String {
     a.json()["choices"][0]["message"]["content"]
@@ -103,34 +117,35 @@ pub async fn run(c: &Client, mocks: &Mocks) -> Result<Vec<Row>> {
             &[],
         )
         .await?;
-    let mut r = row(
+    rows.push(refused(
         "host not allowed",
         format!("api.unknown-llm.example{CHAT}"),
         &a,
-    );
-    r.ok = a.status == 403 && r.code == "endpoint_not_allowed";
-    r.outcome = "CONNECT refused before any byte left; audited".into();
-    rows.push(r);
+        (403, "endpoint_not_allowed"),
+        "CONNECT refused before any byte left; audited",
+    ));
 
     let a = c
         .post("alpha.demo.test", "/admin/export", &json!({}), &[])
         .await?;
-    let mut r = row(
+    rows.push(refused(
         "path not allowed",
         "alpha.demo.test/admin/export".into(),
         &a,
-    );
-    r.ok = a.status == 403 && r.code == "endpoint_not_allowed";
-    r.outcome = "outside the allowed base URL /v1; audited".into();
-    rows.push(r);
+        (403, "endpoint_not_allowed"),
+        "outside the allowed base URL /v1; audited",
+    ));
 
     let a = c
         .post("gamma.demo.test", CHAT, &chat("gpt-4o-mini", "hi"), &[])
         .await?;
-    let mut r = row("pin mismatch", format!("gamma.demo.test{CHAT}"), &a);
-    r.ok = a.status == 502 && r.code == "certificate_pin_mismatch";
-    r.outcome = "upstream chain lacks the pinned key; audited".into();
-    rows.push(r);
+    rows.push(refused(
+        "pin mismatch",
+        format!("gamma.demo.test{CHAT}"),
+        &a,
+        (502, "certificate_pin_mismatch"),
+        "upstream chain lacks the pinned key; audited",
+    ));
 
     let a = c
         .post(
@@ -156,14 +171,13 @@ pub async fn run(c: &Client, mocks: &Mocks) -> Result<Vec<Row>> {
         "parameters": { "type": "object", "properties": { "city": { "type": "string" } },
                         "required": ["city"] } } }]);
     let a = c.post("alpha.demo.test", CHAT, &body, &[]).await?;
-    let mut r = row(
+    rows.push(refused(
         "invalid tool call",
         "get_weather(city: 42), schema wants a string".into(),
         &a,
-    );
-    r.ok = a.status == 502 && r.code == "tool_call_invalid";
-    r.outcome = "the model's call broke its schema: not passed on; audited".into();
-    rows.push(r);
+        (502, "tool_call_invalid"),
+        "the model's call broke its schema: not passed on; audited",
+    ));
     Ok(rows)
 }
 
