@@ -112,6 +112,63 @@ async fn chat(
 }
 
 #[tokio::test]
+async fn a_target_without_a_model_gets_the_clients_model_and_usage_names_the_sent_model() {
+    let t = two(&["--faults", "status=500"], &[]);
+    let proxy = start(
+        &t,
+        r#"
+[[route]]
+name = "keep"
+match = { model = ["smart"] }
+strategy = "fallback"
+targets = [{ provider = "primary", model = "p-model" }, { provider = "secondary" }]
+"#,
+    );
+    let c = proxy.client();
+    let r = chat(&c, "https://api.mock.test/v1", "smart", false, None).await;
+    assert_eq!(r.status(), 200);
+    let sent = |m: &Mock| -> Vec<String> {
+        m.requests(&t.pki.root_pem)
+            .iter()
+            .map(|rec| {
+                let b: serde_json::Value =
+                    serde_json::from_str(rec["body"].as_str().expect("body")).expect("json");
+                b["model"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(sent(&t.primary), ["p-model"]);
+    // Not the primary's model carried over from the failed attempt.
+    assert_eq!(sent(&t.secondary), ["smart"]);
+    let (_, m) = proxy.admin_get("/metrics");
+    assert!(
+        m.lines().any(|l| l.starts_with("llm_egress_tokens_total{")
+            && l.contains("provider=\"secondary\"")
+            && l.contains("model=\"smart\"")),
+        "{m}"
+    );
+
+    // With a model on the answering target, usage is counted under that model.
+    let proxy = start(&t, FALLBACK);
+    let r = chat(
+        &proxy.client(),
+        "https://api.mock.test/v1",
+        "smart",
+        false,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let (_, m) = proxy.admin_get("/metrics");
+    assert!(
+        m.lines().any(|l| l.starts_with("llm_egress_tokens_total{")
+            && l.contains("provider=\"secondary\"")
+            && l.contains("model=\"s-model\"")),
+        "{m}"
+    );
+}
+
+#[tokio::test]
 async fn primary_500_is_answered_by_the_secondary_with_swapped_credentials_and_model() {
     let t = two(&["--faults", "status=500"], &[]);
     let proxy = start(&t, FALLBACK);

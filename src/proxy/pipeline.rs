@@ -272,6 +272,8 @@ async fn forward(
                 rid: rid.to_owned(),
             };
             let won = routing::attempt(app, policy, routed, p).await?;
+            // Usage is counted under the model the answering provider was asked for.
+            ex.model = p.model().map(str::to_owned);
             ex.provider = won.provider;
             ex.price = won.price;
             return respond(app, policy, ctx, info, rid, ex, won.resp).await;

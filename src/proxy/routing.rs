@@ -73,6 +73,7 @@ pub async fn attempt(
     r: Routed<'_>,
     parsed: &mut ParsedRequest,
 ) -> Result<Won, ProxyError> {
+    let client_model = parsed.model().map(str::to_owned);
     let tokens = crate::tokens::estimate(parsed);
     let chars = parsed.prompt_chars() as u64;
     let out_tokens = expected_output_tokens(parsed.max_output_tokens());
@@ -127,9 +128,12 @@ pub async fn attempt(
                 ..AuditEvent::default()
             });
         }
+        // A target without a model gets the client's, not the one an earlier target set.
         let target = &r.route.targets[ti];
-        if let Some(m) = &target.model {
-            parsed.set_model(m);
+        if let Some(m) = target.model.as_deref().or(client_model.as_deref()) {
+            if parsed.model() != Some(m) {
+                parsed.set_model(m);
+            }
         }
         let body = parsed.to_bytes();
         let path = format!(
