@@ -49,6 +49,14 @@ enum Cmd {
         /// Directory of the CA (created if absent) and the audit chain key.
         #[arg(long, env = "LLM_EGRESS_CERTS", default_value = "certs/")]
         certs: PathBuf,
+        /// Read ca.pem and ca.key from this directory instead of --certs (e.g. a mounted
+        /// Kubernetes Secret); it is never written to, and a missing CA is an error.
+        #[arg(long, env = "LLM_EGRESS_CA_DIR")]
+        ca_dir: Option<PathBuf>,
+        /// Accept a CA key in --ca-dir that its group may read (Kubernetes makes Secret
+        /// files 0440 under fsGroup). A key others may read is still refused.
+        #[arg(long, env = "LLM_EGRESS_CA_KEY_GROUP_READABLE", requires = "ca_dir")]
+        ca_key_group_readable: bool,
         /// Audit log file [default: audit/audit.jsonl, or [audit] path].
         #[arg(long, env = "LLM_EGRESS_AUDIT")]
         audit: Option<PathBuf>,
@@ -240,6 +248,8 @@ async fn dispatch(cmd: Cmd) -> Result<i32> {
             listen,
             admin,
             certs,
+            ca_dir,
+            ca_key_group_readable,
             audit,
             drain_seconds,
             workers,
@@ -249,6 +259,8 @@ async fn dispatch(cmd: Cmd) -> Result<i32> {
                 listen,
                 admin,
                 certs,
+                ca_dir,
+                ca_key_group_readable,
                 audit,
                 drain: Duration::from_secs(drain_seconds),
                 workers: workers.map(usize::from),

@@ -24,8 +24,12 @@ pub struct RunOptions {
     pub listen: Option<SocketAddr>,
     /// Admin listen address.
     pub admin: Option<SocketAddr>,
-    /// CA directory.
+    /// Directory of the audit chain key, and of the CA unless `ca_dir` is given.
     pub certs: PathBuf,
+    /// Read the CA from here (e.g. a mounted Kubernetes Secret); never created.
+    pub ca_dir: Option<PathBuf>,
+    /// Accept a CA key in `ca_dir` that its group may read (never one others may read).
+    pub ca_key_group_readable: bool,
     /// Audit file.
     pub audit: Option<PathBuf>,
     /// How long to drain on shutdown.
@@ -79,7 +83,15 @@ pub async fn start(opts: RunOptions, shutdown: CancellationToken) -> Result<Runn
         opts.workers
             .unwrap_or_else(crate::proxy::workers::default_count),
     );
-    let (files, created) = CaFiles::load_or_create(&opts.certs)?;
+    let (files, created) = match &opts.ca_dir {
+        // An explicit CA directory (a mounted Secret) is read, never created in.
+        Some(dir) => (
+            CaFiles::load_checked(dir, opts.ca_key_group_readable)
+                .with_context(|| format!("loading the CA from --ca-dir {}", dir.display()))?,
+            false,
+        ),
+        None => CaFiles::load_or_create(&opts.certs)?,
+    };
     if created {
         tracing::warn!(
             "created a new local CA in {}; clients must trust it:\n{}",

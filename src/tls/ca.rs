@@ -52,11 +52,14 @@ pub enum CaError {
         /// What is wrong.
         message: String,
     },
-    /// The CA key file is readable by group or others.
-    #[error("{path}: CA key is readable by group or others; run: chmod 600 {path}")]
+    /// The CA key file is readable by group or others (others only, when group read is
+    /// allowed).
+    #[error("{path}: CA key is readable by {who}; run: chmod 600 {path}")]
     KeyPermissions {
         /// The key file.
         path: PathBuf,
+        /// "group or others", or "others".
+        who: &'static str,
     },
     /// The CA already exists and `--force` was not given.
     #[error("{0}: a CA already exists (use --force to replace it)")]
@@ -78,8 +81,16 @@ pub struct CaFiles {
 // === impl CaFiles ===
 
 impl CaFiles {
-    /// Loads `ca.pem` and `ca.key` from `dir`, refusing a key readable by others.
+    /// Loads `ca.pem` and `ca.key` from `dir`, refusing a key readable by group or others.
     pub fn load(dir: &Path) -> Result<CaFiles, CaError> {
+        CaFiles::load_checked(dir, false)
+    }
+
+    /// Loads `ca.pem` and `ca.key` from `dir`. A key readable by others is always refused;
+    /// one readable by its group only when `group_readable` is false. (A Kubernetes Secret
+    /// volume is mode 0440 whenever the pod sets `fsGroup`, which a non-root sidecar needs
+    /// to read it at all; the Secret is mounted into the sidecar alone.)
+    pub fn load_checked(dir: &Path, group_readable: bool) -> Result<CaFiles, CaError> {
         let cert_path = dir.join(CA_CERT_FILE);
         let key_path = dir.join(CA_KEY_FILE);
         let cert_pem = read(&cert_path)?;
@@ -89,8 +100,16 @@ impl CaFiles {
         })?;
         {
             use std::os::unix::fs::PermissionsExt;
-            if meta.permissions().mode() & 0o077 != 0 {
-                return Err(CaError::KeyPermissions { path: key_path });
+            let (mask, who) = if group_readable {
+                (0o007, "others")
+            } else {
+                (0o077, "group or others")
+            };
+            if meta.permissions().mode() & mask != 0 {
+                return Err(CaError::KeyPermissions {
+                    path: key_path,
+                    who,
+                });
             }
         }
         let key_pem = read(&key_path)?;

@@ -59,6 +59,8 @@ pub async fn run(opts: DemoOptions) -> Result<bool> {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             certs: dir.join("certs"),
+            ca_dir: None,
+            ca_key_group_readable: false,
             audit: Some(dir.join("audit").join("audit.jsonl")),
             drain: Duration::from_secs(2),
             workers: Some(1),
