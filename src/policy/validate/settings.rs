@@ -221,7 +221,7 @@ fn key_file(cx: &mut Ctx<'_>, at: FieldPath, file: &str) {
         }
     };
     if meta.permissions().mode() & 0o077 != 0 {
-        cx.push(at, format!("key file {file} is readable by group or others; run: chmod 600 {file}"), Some("protection keys must be private to the proxy's user (Kubernetes: defaultMode: 0400 on the Secret volume)".into()));
+        cx.push(at, format!("key file {file} is readable by group or others; run: chmod 600 {file}"), Some("protection keys must be private to the proxy's user (in Kubernetes, where Secret files are group-readable under fsGroup, use { env = \"...\" } set from a secretKeyRef)".into()));
         return;
     }
     match read_small(Path::new(file), 4096).map(|b| String::from_utf8_lossy(&b).into_owned()) {
