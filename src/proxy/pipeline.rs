@@ -248,12 +248,11 @@ async fn forward(
     // Step 5: route (the prompt is estimated only when a route matches on its size).
     let routes = &policy.model.route;
     if let (Some(p), Some(api), false) = (parsed.as_mut(), api, routes.is_empty()) {
-        let model = p.model().map(str::to_owned);
         let sized = policy.routes_match_prompt_size;
         let found = crate::route::find_route(
             routes,
             &crate::route::RouteRequest {
-                model: model.as_deref(),
+                model: p.model(),
                 prompt_tokens: sized.then(|| crate::tokens::estimate(p)),
                 path_suffix: &path,
                 route_header: route_header.as_deref(),
