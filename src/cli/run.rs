@@ -45,9 +45,8 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:8481";
 
 /// Runs the proxy until SIGTERM / SIGINT.
 pub async fn run(opts: RunOptions) -> Result<()> {
-    let shutdown = CancellationToken::new();
-    let running = start(opts, shutdown.clone()).await?;
-    spawn_signals(running.app.clone(), shutdown)?;
+    let running = start(opts, CancellationToken::new()).await?;
+    spawn_signals(running.app.clone(), running.shutdown.clone())?;
     crate::reload::spawn_watch(running.app.clone(), running.shutdown.clone());
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     running.finished().await
