@@ -74,12 +74,17 @@ fn volume_at(pod: &Value, c: &Value, path: &str) -> Value {
         })
         .max_by_key(|m| m["mountPath"].as_str().unwrap_or_default().len())
         .unwrap_or_else(|| panic!("{} mounts nothing at {path}", c["name"]));
+    volume(pod, &mount["name"])
+}
+
+/// The pod's volume called `name`.
+fn volume(pod: &Value, name: &Value) -> Value {
     pod["volumes"]
         .as_array()
         .expect("volumes")
         .iter()
-        .find(|v| v["name"] == mount["name"])
-        .expect("mounted volume exists")
+        .find(|v| v["name"] == *name)
+        .unwrap_or_else(|| panic!("no volume {name}"))
         .clone()
 }
 
@@ -156,12 +161,7 @@ fn policies_come_from_a_configmap_and_the_ca_key_from_a_secret_only_the_sidecar_
     // No other container mounts the Secret.
     for c in pod["containers"].as_array().unwrap() {
         for m in c["volumeMounts"].as_array().into_iter().flatten() {
-            let v = pod["volumes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|v| v["name"] == m["name"])
-                .unwrap();
+            let v = volume(&pod, &m["name"]);
             assert_ne!(
                 v["secret"]["secretName"], secret,
                 "{} mounts the CA key",

@@ -111,6 +111,21 @@ async fn chat(
     r.send().await.expect("send")
 }
 
+/// Asserts `/metrics` has token counts under `provider` and `model`.
+fn assert_tokens_counted(proxy: &Proxy, provider: &str, model: &str) {
+    let (_, m) = proxy.admin_get("/metrics");
+    let (p, md) = (
+        format!("provider=\"{provider}\""),
+        format!("model=\"{model}\""),
+    );
+    assert!(
+        m.lines().any(|l| l.starts_with("llm_egress_tokens_total{")
+            && l.contains(&p)
+            && l.contains(&md)),
+        "no tokens under {provider}/{model}:\n{m}"
+    );
+}
+
 #[tokio::test]
 async fn a_target_without_a_model_gets_the_clients_model_and_usage_names_the_sent_model() {
     let t = two(&["--faults", "status=500"], &[]);
@@ -140,13 +155,7 @@ targets = [{ provider = "primary", model = "p-model" }, { provider = "secondary"
     assert_eq!(sent(&t.primary), ["p-model"]);
     // Not the primary's model carried over from the failed attempt.
     assert_eq!(sent(&t.secondary), ["smart"]);
-    let (_, m) = proxy.admin_get("/metrics");
-    assert!(
-        m.lines().any(|l| l.starts_with("llm_egress_tokens_total{")
-            && l.contains("provider=\"secondary\"")
-            && l.contains("model=\"smart\"")),
-        "{m}"
-    );
+    assert_tokens_counted(&proxy, "secondary", "smart");
 
     // With a model on the answering target, usage is counted under that model.
     let proxy = start(&t, FALLBACK);
@@ -159,13 +168,7 @@ targets = [{ provider = "primary", model = "p-model" }, { provider = "secondary"
     )
     .await;
     assert_eq!(r.status(), 200);
-    let (_, m) = proxy.admin_get("/metrics");
-    assert!(
-        m.lines().any(|l| l.starts_with("llm_egress_tokens_total{")
-            && l.contains("provider=\"secondary\"")
-            && l.contains("model=\"s-model\"")),
-        "{m}"
-    );
+    assert_tokens_counted(&proxy, "secondary", "s-model");
 }
 
 #[tokio::test]
