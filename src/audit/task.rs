@@ -7,7 +7,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::chain::{ChainKey, Head};
+use super::chain::{ChainKey, Head, HeadFile};
 use super::event::{write_unsealed, AuditEvent, EventKind, Stamp};
 use super::sink::Sink;
 use super::writer::{Msg, Pending, Shared};
@@ -43,6 +43,8 @@ pub(crate) struct Writer {
     sink: Box<dyn Sink>,
     key: ChainKey,
     head: Head,
+    /// Where the head is saved after each batch (when the key came from a file).
+    head_file: Option<HeadFile>,
     shared: Arc<Shared>,
     /// The batch being assembled: whole sealed lines, written with one call.
     buf: Vec<u8>,
@@ -67,6 +69,7 @@ impl Writer {
     pub(crate) fn new(sink: Box<dyn Sink>, key: ChainKey, head: Head, shared: Arc<Shared>) -> Self {
         Writer {
             sink,
+            head_file: key.head_file().map(HeadFile::new),
             key,
             head,
             shared,
@@ -210,12 +213,12 @@ impl Writer {
         }
         self.pending_lost = 0;
         self.shared.set_head(head.clone());
-        if let Some(path) = self.key.head_file() {
-            match head.save(path) {
+        if let Some(file) = &mut self.head_file {
+            match file.save(&head) {
                 Ok(()) => self.head_save_failing = false,
                 Err(e) if !self.head_save_failing => {
                     self.head_save_failing = true;
-                    tracing::warn!(path = %path.display(), error = %e, "cannot save the audit chain head");
+                    tracing::warn!(path = %file.path().display(), error = %e, "cannot save the audit chain head");
                 }
                 Err(_) => {}
             }
