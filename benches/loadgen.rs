@@ -70,6 +70,11 @@ pub struct Args {
     /// Measured seconds per measurement [5; smoke 0.5].
     #[arg(long)]
     pub duration: Option<f64>,
+    /// The non-streaming modes (and each feature with its base) take turns in this many
+    /// windows per measurement, so drift of the machine falls on all of them alike [5;
+    /// smoke 1].
+    #[arg(long)]
+    pub slices: Option<usize>,
     /// Warm-up seconds before each measurement [1; smoke 0.2].
     #[arg(long)]
     pub warmup: Option<f64>,

@@ -40,21 +40,107 @@ async fn open_all(
     Ok(out)
 }
 
-/// Non-streaming closed loop: throughput, latency percentiles, and CPU per request of
-/// the processes `pids` (proxy, mock, load generator; 0 for none).
-pub async fn closed_loop(
-    route: &Route,
+/// Keep-alive connections of one route, kept across windows.
+type Conns = Vec<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>>;
+
+/// One side of an interleaved measurement: where the requests go, and whose CPU time is
+/// charged to it (proxy, mock, load generator; 0 for none).
+pub struct Side<'a> {
+    /// The route.
+    pub route: &'a Route,
+    /// Processes whose CPU time is read.
+    pub pids: [u32; 3],
+}
+
+/// Unrecorded load before each window but a side's first (which gets the whole warm-up).
+pub const SETTLE: Duration = Duration::from_millis(200);
+
+/// Non-streaming closed loops on several routes that take turns: each side gets `slices`
+/// windows of `w.measure / slices`, in rotation (A B C A B C …), so the slow drift of a
+/// shared machine (other tenants, clock speed) falls on every side alike and a ratio of two
+/// sides compares like with like. Each side's connections are opened once and kept; its
+/// first window follows the whole warm-up, later ones a short settle. Returns one
+/// [`Summary`] per side over all its windows: throughput, latency percentiles, CPU per
+/// request.
+pub async fn interleaved(
+    sides: &[Side<'_>],
     tls: &Tls,
     conc: usize,
     req: &ReqSpec,
     w: Window,
-    pids: [u32; 3],
-) -> Result<Summary> {
-    let conns = open_all(route, tls, conc).await?;
+    slices: usize,
+) -> Result<Vec<Summary>> {
+    let slices = slices.max(1);
+    let mut conns = Vec::with_capacity(sides.len());
+    for side in sides {
+        conns.push(Some(open_all(side.route, tls, conc).await?));
+    }
+    let mut acc: Vec<Acc> = sides.iter().map(|_| Acc::default()).collect();
+    let slice = w.measure / slices as u32;
+    for k in 0..slices {
+        for (i, side) in sides.iter().enumerate() {
+            let win = Window {
+                warmup: if k == 0 {
+                    w.warmup
+                } else {
+                    SETTLE.min(w.warmup)
+                },
+                measure: slice,
+            };
+            let open = conns[i].take().unwrap_or_default();
+            let (kept, got) = window(side, tls, open, req, win).await?;
+            conns[i] = Some(kept);
+            acc[i].add(got, slice);
+        }
+    }
+    Ok(acc.into_iter().map(Acc::summary).collect())
+}
+
+/// What the windows of one side recorded.
+#[derive(Default)]
+struct Acc {
+    lat: Vec<u64>,
+    errors: u64,
+    /// CPU seconds of the three processes.
+    cpu: [f64; 3],
+    secs: f64,
+}
+
+// === impl Acc ===
+
+impl Acc {
+    fn add(&mut self, w: Acc, measured: Duration) {
+        self.lat.extend(w.lat);
+        self.errors += w.errors;
+        for (sum, add) in self.cpu.iter_mut().zip(w.cpu) {
+            *sum += add;
+        }
+        self.secs += measured.as_secs_f64();
+    }
+
+    fn summary(self) -> Summary {
+        let mut s = Summary::from_ns(self.lat, self.secs, self.errors);
+        s.cpu = self.cpu.map(|secs| secs * 1e6 / s.ok.max(1) as f64);
+        s
+    }
+}
+
+/// One closed-loop window on `conns` (reconnecting slots that fail): the latencies of the
+/// requests that started and ended inside the measured part, and the CPU seconds the
+/// side's processes spent in it.
+async fn window(
+    side: &Side<'_>,
+    tls: &Tls,
+    conns: Conns,
+    req: &ReqSpec,
+    w: Window,
+) -> Result<(Conns, Acc)> {
     let start = Instant::now();
     let from = start + w.warmup;
     let end = from + w.measure;
+    let route = side.route;
     let host = route.host_header();
+    let pids = side.pids;
     let cpu = tokio::spawn(async move {
         let snap = || pids.map(|p| procs::cpu_seconds(p).unwrap_or(f64::NAN));
         tokio::time::sleep_until(from.into()).await;
@@ -67,7 +153,7 @@ pub async fn closed_loop(
     for mut tx in conns {
         let (req, host, route, tls) = (req.clone(), host.clone(), route.clone(), tls.clone());
         set.spawn(async move {
-            let mut lat = Vec::with_capacity(1 << 16);
+            let mut lat = Vec::with_capacity(1 << 14);
             let mut errors = 0u64;
             while Instant::now() < end {
                 let t0 = Instant::now();
@@ -86,20 +172,19 @@ pub async fn closed_loop(
                     tx = client::connect(&route, &tls).await?;
                 }
             }
-            anyhow::Ok((lat, errors))
+            anyhow::Ok((tx, lat, errors))
         });
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
+    let mut out = Acc::default();
+    let mut kept = Vec::new();
     while let Some(r) = set.join_next().await {
-        let (lat, e) = r??;
-        all.extend(lat);
-        errors += e;
+        let (tx, lat, e) = r??;
+        kept.push(tx);
+        out.lat.extend(lat);
+        out.errors += e;
     }
-    let mut s = Summary::from_ns(all, w.measure.as_secs_f64(), errors);
-    let cpu = cpu.await?;
-    s.cpu = cpu.map(|secs| secs * 1e6 / s.ok.max(1) as f64);
-    Ok(s)
+    out.cpu = cpu.await?;
+    Ok((kept, out))
 }
 
 /// What a streaming measurement saw.

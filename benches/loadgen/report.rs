@@ -31,7 +31,7 @@ pub struct FeatureRes {
 }
 
 impl FeatureRes {
-    /// Throughput cost: median over runs of 1 − on/base (measured back to back).
+    /// Throughput cost: median over runs of 1 − on/base (measured taking turns).
     pub fn cost(&self) -> f64 {
         let v: Vec<f64> = self
             .on
@@ -83,6 +83,8 @@ pub struct Settings {
     pub warmup: Duration,
     /// Window per measurement.
     pub measure: Duration,
+    /// Turns the measured window of an interleaved measurement is split into.
+    pub slices: usize,
     /// Mock pacing of streamed events.
     pub chunk_delay_ms: u64,
     /// Events per stream.
@@ -151,7 +153,7 @@ impl Results {
         Some(StreamSummary::median_of(v))
     }
     /// Median over runs of `f(run of mode, same run of direct)` at concurrency `c`: ratios
-    /// and differences are taken within a run (measured back to back), then the median.
+    /// and differences are taken within a run (measured taking turns), then the median.
     pub(crate) fn paired(
         &self,
         mode: &str,
@@ -201,16 +203,17 @@ impl Results {
         let mut o = String::new();
         let c = &self.cfg;
         let _ = writeln!(o, "# Benchmarks\n");
-        let _ = writeln!(o, "Written by `benches/loadgen.rs` (run it with `./scripts/bench`). Every figure is the median of {} run(s); each throughput/latency measurement is {:.1} s after a {:.1} s warm-up, closed loop, one keep-alive HTTP/1.1 connection per concurrency slot. The mock provider, the proxy and the load generator run on the same machine, so proxied figures include the proxy competing with both for the same cores: ratios are what this machine gives, not the proxy's ceiling.{}\n",
-            c.runs, c.measure.as_secs_f64(), c.warmup.as_secs_f64(),
+        let _ = writeln!(o, "Written by `benches/loadgen.rs` (run it with `./scripts/bench`). Every figure is the median of {} run(s); each throughput/latency measurement is {:.1} s after a {:.1} s warm-up, closed loop, one keep-alive HTTP/1.1 connection per concurrency slot. The non-streaming modes of one concurrency level (and each feature with its base) take turns in {} windows of {:.1} s each ({:.1} s of unrecorded load before every later window), so the drift of this shared machine falls on all of them alike. The mock provider, the proxy and the load generator run on the same machine, so proxied figures include the proxy competing with both for the same cores: ratios are what this machine gives, not the proxy's ceiling.{}\n",
+            c.runs, c.measure.as_secs_f64(), c.warmup.as_secs_f64(), c.slices,
+            c.measure.as_secs_f64() / c.slices as f64, c.warmup.min(super::load::SETTLE).as_secs_f64(),
             if c.smoke { " **Smoke configuration: the figures are not meaningful.**" } else { "" });
         let _ = writeln!(o, "## Machine and build\n\n| | |\n|---|---|");
         for (k, v) in machine {
             let _ = writeln!(o, "| {k} | {v} |");
         }
         let _ = writeln!(o, "| command | `{}` |", c.command);
-        let _ = writeln!(o, "| settings | runs {}, warm-up {:.1} s, window {:.1} s, concurrency {:?}, {} streams held open, {} new hosts per run, stream pacing {} ms |",
-            c.runs, c.warmup.as_secs_f64(), c.measure.as_secs_f64(), self.levels, c.streams, c.new_hosts, c.chunk_delay_ms);
+        let _ = writeln!(o, "| settings | runs {}, warm-up {:.1} s, window {:.1} s in {} turns, concurrency {:?}, {} streams held open, {} new hosts per run, stream pacing {} ms |",
+            c.runs, c.warmup.as_secs_f64(), c.measure.as_secs_f64(), c.slices, self.levels, c.streams, c.new_hosts, c.chunk_delay_ms);
         let _ = writeln!(
             o,
             "| wall time | {:.0} s (load average before the start: {}) |\n",

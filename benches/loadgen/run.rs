@@ -8,11 +8,12 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::client::{self, client_config, ReqSpec, Route, Tls};
 use super::features::{self, fill, FEATURES};
-use super::load::{self, Window};
+use super::load::{self, Side, Window};
 use super::procs::{self, Mock, Proxy};
 use super::report::{FeatureRes, Results};
 use super::scenarios;
 use super::setup::{self, chat_stream, write_dir, Config, Policies};
+use super::stats::Summary;
 use super::Args;
 
 /// Host of the inspected and direct requests.
@@ -254,11 +255,18 @@ impl Bench {
         let tls = &self.tls;
         if self.part("tput") {
             for &c in &self.cfg.levels {
-                for (m, route, pid) in &self.modes {
-                    let pids = [*pid, self.mock.pid(), std::process::id()];
-                    let s = load::closed_loop(route, tls, c, &chat, win, pids)
-                        .await
-                        .with_context(|| format!("{m} at {c}"))?;
+                let sides: Vec<Side> = self
+                    .modes
+                    .iter()
+                    .map(|(_, route, pid)| Side {
+                        route,
+                        pids: [*pid, self.mock.pid(), std::process::id()],
+                    })
+                    .collect();
+                let got = load::interleaved(&sides, tls, c, &chat, win, self.cfg.s.slices)
+                    .await
+                    .with_context(|| format!("non-streaming modes at {c}"))?;
+                for ((m, ..), s) in self.modes.iter().zip(got) {
                     eprintln!(
                         "  {m:8} c={c:<3} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  failed {}",
                         s.rps, s.p50, s.p99, s.errors
@@ -312,33 +320,30 @@ impl Bench {
                     host: API.into(),
                     inspect: true,
                 };
-                // Alternate the order between runs so drift does not favour one side.
-                let order = if r % 2 == 0 {
-                    [false, true]
-                } else {
-                    [true, false]
+                let base = Side {
+                    route: &self.inspect,
+                    pids: [self.proxy.proc.pid(), self.mock.pid(), std::process::id()],
                 };
-                for feature_on in order {
-                    let (route, pid) = if feature_on {
-                        (&on, p.proc.pid())
-                    } else {
-                        (&self.inspect, self.proxy.proc.pid())
-                    };
-                    let pids = [pid, self.mock.pid(), std::process::id()];
-                    let s =
-                        load::closed_loop(route, tls, res.feature_conc, &req, win, pids).await?;
-                    eprintln!(
-                        "  feature {} {}: {:.0} req/s",
-                        f.key,
-                        if feature_on { "on " } else { "off" },
-                        s.rps
-                    );
-                    if feature_on {
-                        f.on.push(s)
-                    } else {
-                        f.base.push(s)
-                    }
-                }
+                let with = Side {
+                    route: &on,
+                    pids: [p.proc.pid(), self.mock.pid(), std::process::id()],
+                };
+                // The two take turns; which goes first alternates between runs.
+                let first_on = r % 2 == 1;
+                let sides = if first_on { [with, base] } else { [base, with] };
+                let got =
+                    load::interleaved(&sides, tls, res.feature_conc, &req, win, self.cfg.s.slices)
+                        .await
+                        .with_context(|| format!("feature {}", f.key))?;
+                let [a, b] = <[Summary; 2]>::try_from(got)
+                    .map_err(|_| anyhow!("two sides measured, two summaries expected"))?;
+                let (on_s, base_s) = if first_on { (a, b) } else { (b, a) };
+                eprintln!(
+                    "  feature {}: off {:.0} req/s, on {:.0} req/s",
+                    f.key, base_s.rps, on_s.rps
+                );
+                f.on.push(on_s);
+                f.base.push(base_s);
             }
         }
         if self.part("memory") {

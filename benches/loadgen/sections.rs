@@ -8,7 +8,7 @@ use super::stats::{median, Summary};
 
 impl Results {
     pub(crate) fn section_tput(&self, o: &mut String) {
-        let _ = writeln!(o, "## 1. Non-streaming chat completions\n\nA `POST /v1/chat/completions` ({} bytes of JSON up, {} down). *direct*: TLS straight to the mock. *inspect*: `CONNECT` + TLS with the proxy's minted leaf (full policy: allowlist, pinned upstream chain, audit). *tunnel*: a `mode = \"tunnel\"` entry, the client sees the mock's certificate. *gateway*: plain HTTP, origin-form, to the proxy port. Ratios and added latency (proxied − direct at the same percentile) are taken within each run, where both were measured back to back, then the median over runs; the req/s and µs columns are medians of their own. CPU µs/req: user + system time of each process (`/proc/PID/stat`) during the window divided by the requests completed; loopback TCP work done in softirq context is charged to whichever process was running, so the columns do not add up to the machine's total.\n", self.sizes.0, self.sizes.1);
+        let _ = writeln!(o, "## 1. Non-streaming chat completions\n\nA `POST /v1/chat/completions` ({} bytes of JSON up, {} down). *direct*: TLS straight to the mock. *inspect*: `CONNECT` + TLS with the proxy's minted leaf (full policy: allowlist, pinned upstream chain, audit). *tunnel*: a `mode = \"tunnel\"` entry, the client sees the mock's certificate. *gateway*: plain HTTP, origin-form, to the proxy port. Ratios and added latency (proxied − direct at the same percentile) are taken within each run, where the modes took turns, then the median over runs; the req/s and µs columns are medians of their own. CPU µs/req: user + system time of each process (`/proc/PID/stat`) during the window divided by the requests completed; loopback TCP work done in softirq context is charged to whichever process was running, so the columns do not add up to the machine's total.\n", self.sizes.0, self.sizes.1);
         let _ = writeln!(o, "| mode | conns | req/s | p50 µs | p90 µs | p99 µs | req/s vs direct | added p50 µs | added p99 µs | failed | CPU µs/req proxy | mock | loadgen |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for &l in &self.levels {
             let d = self.tp("direct", l);
@@ -159,7 +159,7 @@ impl Results {
     }
 
     pub(crate) fn section_features(&self, o: &mut String) {
-        let _ = writeln!(o, "## 6. Optional features\n\nEach feature is one policy file (`benches/policies/feature-*.toml`) added to the base policy, in its own proxy. The same request (chosen so the feature has work to do) is measured against the base proxy and the feature proxy, {} connections, inspected. A feature is \"not available\" when `llm-egress check` rejects its policy or a probe request shows no effect.\n", self.feature_conc);
+        let _ = writeln!(o, "## 6. Optional features\n\nEach feature is one policy file (`benches/policies/feature-*.toml`) added to the base policy, in its own proxy. The same request (chosen so the feature has work to do) is measured against the base proxy and the feature proxy, taking turns, {} connections, inspected. A feature is \"not available\" when `llm-egress check` rejects its policy or a probe request shows no effect.\n", self.feature_conc);
         let _ = writeln!(o, "| feature | status | base req/s | with feature req/s | throughput cost | base p50 µs | with feature p50 µs | proxy CPU µs/req base | with feature |\n|---|---|---|---|---|---|---|---|---|");
         for f in &self.features {
             match &f.status {

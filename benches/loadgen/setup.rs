@@ -33,6 +33,7 @@ pub fn config(a: &Args) -> Config {
         runs: a.runs.unwrap_or(if sm { 1 } else { 3 }).max(1),
         warmup: Duration::from_secs_f64(pick(a.warmup, 1.0, 0.2)),
         measure: Duration::from_secs_f64(pick(a.duration, 5.0, 0.5)),
+        slices: a.slices.unwrap_or(if sm { 1 } else { 5 }).max(1),
         chunk_delay_ms: a.chunk_delay_ms,
         stream_events: a.stream_words + 3,
         streams: a.streams.unwrap_or(if sm { 20 } else { 1000 }),
