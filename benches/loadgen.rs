@@ -108,6 +108,11 @@ pub struct Args {
     /// is tiny, which measures the proxy's fixed cost per request).
     #[arg(long, default_value_t = 0)]
     pub prompt_bytes: usize,
+    /// Also measure nginx (this binary) as a TLS reverse proxy in front of the same mock,
+    /// as the non-streaming mode `nginx`: the reference PRODUCT.md §11 quotes. `./scripts/bench`
+    /// passes it when `nginx` is on the PATH.
+    #[arg(long)]
+    pub nginx: Option<PathBuf>,
     /// Worker threads of the load generator [number of CPUs].
     #[arg(long)]
     pub client_threads: Option<usize>,

@@ -158,6 +158,124 @@ impl Mock {
     }
 }
 
+/// nginx as a TLS reverse proxy in front of the mock: the reference PRODUCT.md §11 quotes
+/// ("nginx itself as a TLS reverse proxy … ~47–48 % of direct"). One worker per CPU, as the
+/// proxy; a keep-alive upstream pool with TLS session reuse; no access log. Its workers
+/// run as the user nginx picks (they read nothing: the master loads the key). Stopped
+/// with `SIGTERM` on drop, which the master passes on to its workers.
+pub struct Nginx {
+    child: Child,
+    /// Where it listens (TLS, the bench leaf for `api.bench.test`).
+    pub addr: SocketAddr,
+    /// What `nginx -v` says.
+    pub version: String,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SAFETY: `kill` with a pid of our own child and a valid signal number.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    /// Starts `nginx` with a configuration written under `work/nginx`, proxying to
+    /// `mock` with SNI `host`, serving `chain` / `key`.
+    pub fn start(
+        nginx: &Path,
+        work: &Path,
+        mock: SocketAddr,
+        host: &str,
+        chain: &Path,
+        key: &Path,
+    ) -> Result<Nginx> {
+        let dir = work.join("nginx");
+        std::fs::create_dir_all(&dir)?;
+        // A free port now; nginx binds it a moment later.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let d = dir.display();
+        let conf = format!(
+            r#"worker_processes {workers};
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    keepalive_requests 100000000;
+    upstream mock {{
+        server {mock};
+        keepalive 256;
+        keepalive_requests 100000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {chain};
+        ssl_certificate_key {key};
+        location / {{
+            proxy_pass https://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host {host};
+            proxy_ssl_server_name on;
+            proxy_ssl_name {host};
+            proxy_ssl_session_reuse on;
+        }}
+    }}
+}}
+"#,
+            chain = chain.display(),
+            key = key.display(),
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let version = Command::new(nginx)
+            .arg("-v")
+            .output()
+            .with_context(|| format!("running {} -v", nginx.display()))?;
+        let version = String::from_utf8_lossy(&version.stderr)
+            .trim()
+            .trim_start_matches("nginx version: ")
+            .to_owned();
+        let mut child = Command::new(nginx)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", nginx.display()))?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if child.try_wait()?.is_some() || Instant::now() > deadline {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+                bail!("nginx did not start listening on {addr}:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Nginx {
+            child,
+            addr,
+            version,
+        })
+    }
+}
+
 /// A running proxy in its own work directory.
 pub struct Proxy {
     /// The process.

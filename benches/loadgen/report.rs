@@ -64,6 +64,8 @@ pub struct Results {
     pub reload_load: Option<(usize, usize, u64, u64, usize)>,
     /// Gateway availability.
     pub gateway: Option<Result<(), String>>,
+    /// The nginx version, when the `nginx` reference mode was measured.
+    pub nginx: Option<String>,
     /// Feature runs.
     pub features: Vec<FeatureRes>,
     /// Concurrency of the feature runs.
@@ -160,16 +162,27 @@ impl Results {
         c: usize,
         f: impl Fn(&Summary, &Summary) -> f64,
     ) -> f64 {
+        self.paired_between(mode, "direct", c, f)
+    }
+
+    /// Median over runs of `f(run of mode, same run of other)` at concurrency `c`.
+    pub(crate) fn paired_between(
+        &self,
+        mode: &str,
+        other: &str,
+        c: usize,
+        f: impl Fn(&Summary, &Summary) -> f64,
+    ) -> f64 {
         let get = |m: &str| {
             self.tput
                 .iter()
                 .find(|((mm, l), _)| *mm == m && *l == c)
                 .map(|x| x.1)
         };
-        let (Some(a), Some(d)) = (get(mode), get("direct")) else {
+        let (Some(a), Some(b)) = (get(mode), get(other)) else {
             return f64::NAN;
         };
-        median(&a.iter().zip(d).map(|(a, d)| f(a, d)).collect::<Vec<_>>())
+        median(&a.iter().zip(b).map(|(a, b)| f(a, b)).collect::<Vec<_>>())
     }
 
     /// [`Self::paired`] for the streaming results.
@@ -248,6 +261,13 @@ impl Results {
             let r = self.paired("inspect", hi, |a, d| a.rps / d.rps);
             row(format!("throughput, inspected HTTPS, keep-alive, {hi} connections, full policy ≥ 50 % of direct"),
                 format!("{} ({} vs {} req/s)", pct(r), f0(i.rps), f0(d.rps)), mark(r >= 0.5));
+        }
+        if let (Some(d), Some(n)) = (self.tp("direct", hi), self.tp("nginx", hi)) {
+            let r = self.paired("nginx", hi, |a, d| a.rps / d.rps);
+            let vs = self.paired_between("inspect", "nginx", hi, |i, n| i.rps / n.rps);
+            row(format!("reference, not a target: nginx as a TLS reverse proxy in front of the same mock, {hi} connections (§11 quotes ~47–48 % for it)"),
+                format!("{} of direct ({} vs {} req/s); inspect reached {} of nginx's throughput", pct(r), f0(n.rps), f0(d.rps), pct(vs)),
+                "reference");
         }
         if let (Some(d), Some(i)) = (self.tp("direct", lo), self.tp("inspect", lo)) {
             let a = self.paired("inspect", lo, |a, d| a.p50 - d.p50);

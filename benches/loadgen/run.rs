@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::client::{self, client_config, ReqSpec, Route, Tls};
 use super::features::{self, fill, FEATURES};
 use super::load::{self, Side, Window};
-use super::procs::{self, Mock, Proxy};
+use super::procs::{self, Mock, Nginx, Proxy};
 use super::report::{FeatureRes, Results};
 use super::scenarios;
 use super::setup::{self, chat_stream, write_dir, Config, Policies};
@@ -36,6 +36,9 @@ struct Bench {
     modes: Vec<(&'static str, Route, u32)>,
     /// One proxy per feature whose policy `check` accepted.
     fproxies: Vec<Option<Proxy>>,
+    /// nginx in front of the mock (`--nginx`), the reference mode: held so it runs until
+    /// the benchmark ends.
+    _nginx: Option<Nginx>,
     /// The mock is last so it outlives the proxies.
     mock: Mock,
 }
@@ -221,6 +224,30 @@ impl Bench {
         if let Ok((g, pid)) = &gateway {
             modes.push(("gateway", g.clone(), *pid));
         }
+        let nginx = match &args.nginx {
+            Some(path) => {
+                let n = Nginx::start(path, &w, mock.addr, API, &pki.chain, &pki.key)?;
+                let route = Route::Direct {
+                    addr: n.addr,
+                    host: API.into(),
+                };
+                let mut tx = client::connect(&route, &tls)
+                    .await
+                    .context("nginx: connecting")?;
+                let (st, body) = client::exchange(&mut tx, chat.build(API)?).await?;
+                if !st.is_success() {
+                    bail!(
+                        "nginx: a plain chat request got {st}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+                // Its CPU is spread over worker processes: not charged (pid 0).
+                modes.push(("nginx", route, 0));
+                res.nginx = Some(n.version.clone());
+                Some(n)
+            }
+            None => None,
+        };
         if let Some(keep) = &args.modes {
             modes.retain(|(m, _, _)| keep.iter().any(|k| k == m));
         }
@@ -240,6 +267,7 @@ impl Bench {
             inspect,
             modes,
             fproxies,
+            _nginx: nginx,
             mock,
         };
         Ok((b, res))
