@@ -142,7 +142,16 @@ async fn window(
     let host = route.host_header();
     let pids = side.pids;
     let cpu = tokio::spawn(async move {
-        let snap = || pids.map(|p| procs::cpu_seconds(p).unwrap_or(f64::NAN));
+        // The proxy side may be a process tree (nginx: a master and its workers).
+        let snap = || {
+            let [proxy, mock, loadgen] = pids;
+            [
+                procs::cpu_seconds_tree(proxy),
+                procs::cpu_seconds(mock),
+                procs::cpu_seconds(loadgen),
+            ]
+            .map(|s| s.unwrap_or(f64::NAN))
+        };
         tokio::time::sleep_until(from.into()).await;
         let a = snap();
         tokio::time::sleep_until(end.into()).await;

@@ -182,6 +182,11 @@ impl Drop for Nginx {
 }
 
 impl Nginx {
+    /// The master's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `nginx` with a configuration written under `work/nginx`, proxying to
     /// `mock` with SNI `host`, serving `chain` / `key`.
     pub fn start(
@@ -364,6 +369,20 @@ pub fn check(bin: &Path, policy_dir: &Path, env: &[(String, String)]) -> Result<
     }
     let text = String::from_utf8_lossy(&out.stderr);
     Err(text.lines().take(3).collect::<Vec<_>>().join(" / "))
+}
+
+/// [`cpu_seconds`] of `pid` plus its child processes (nginx: the master and its workers).
+pub fn cpu_seconds_tree(pid: u32) -> Option<f64> {
+    let own = cpu_seconds(pid)?;
+    // Without CONFIG_PROC_CHILDREN the file is missing: the process's own time only.
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    Some(
+        own + children
+            .split_whitespace()
+            .filter_map(|c| cpu_seconds(c.parse().ok()?))
+            .sum::<f64>(),
+    )
 }
 
 /// CPU time (user + system) of process `pid` in seconds, from `/proc/PID/stat`; None

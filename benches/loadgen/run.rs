@@ -241,8 +241,8 @@ impl Bench {
                         String::from_utf8_lossy(&body)
                     );
                 }
-                // Its CPU is spread over worker processes: not charged (pid 0).
-                modes.push(("nginx", route, 0));
+                // Its CPU: the master's and its workers'.
+                modes.push(("nginx", route, n.pid()));
                 res.nginx = Some(n.version.clone());
                 Some(n)
             }
