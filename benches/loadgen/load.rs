@@ -23,11 +23,7 @@ pub struct Window {
 }
 
 /// Opens `conc` connections on `route` in parallel.
-async fn open_all(
-    route: &Route,
-    tls: &Tls,
-    conc: usize,
-) -> Result<Vec<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>>> {
+async fn open_all(route: &Route, tls: &Tls, conc: usize) -> Result<Conns> {
     let mut set = JoinSet::new();
     for _ in 0..conc {
         let (r, t) = (route.clone(), tls.clone());
