@@ -10,7 +10,11 @@ use llm_egress::openai::errors::{is_retryable_upstream, normalize_error, MAX_UPS
 use llm_egress::openai::request::{parse_request, ApiRoute, ParsedRequest};
 use llm_egress::openai::sse::{encode_data, encode_event, SseDecoder, SseFrame, SseTail};
 use llm_egress::openai::usage::{extract_usage, is_usage_only_chunk, StreamTracker};
+use llm_egress::policy::load::{load_bytes, LoadedPolicy};
+use llm_egress::policy::validate::validate_loaded;
+use llm_egress::policy::PolicyError;
 use serde_json::Value;
+use std::path::Path;
 
 /// Every route, for checks that try each.
 const ROUTES: [ApiRoute; 5] = [
@@ -184,4 +188,88 @@ fn cut_points(data: &[u8]) -> Vec<usize> {
     cuts.sort_unstable();
     cuts.dedup();
     cuts
+}
+
+/// Where the policy inputs claim to come from: a directory that does not exist, so a
+/// relative file path inside resolves to a file that cannot be read, whatever the machine.
+const POLICY_TOML: &str = "/nonexistent-llm-egress-fuzz/policy.toml";
+const POLICY_JSON: &str = "/nonexistent-llm-egress-fuzz/policy.json";
+
+/// The environment the policy checks see: one provider key, one protection key.
+fn policy_env(name: &str) -> Option<String> {
+    match name {
+        "FUZZ_PROVIDER_KEY" => Some("sk-fuzz-provider-key".into()),
+        // base64 of 32 bytes of 0x01
+        "FUZZ_PROTECT_KEY" => Some("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=".into()),
+        _ => None,
+    }
+}
+
+/// What parsing and validating one policy file gave: the model (as its `Debug`, which also
+/// compares NaN floats) and hash, or the errors.
+type PolicyOutcome = Result<(String, String), Vec<PolicyError>>;
+
+/// Policy files, read as TOML and as JSON: parsing and validating never panic, every
+/// error names the file and a 1-based line and column inside the input (a UTF-8 error:
+/// exactly where the first bad byte is), and the same bytes give the same outcome twice.
+pub fn check_policy_file(data: &[u8]) {
+    // Positions are in the text after a leading BOM, which editors do not show.
+    let body = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
+    let text = String::from_utf8_lossy(body);
+    let lines: Vec<&str> = text.split('\n').collect();
+    let utf8_error_at = std::str::from_utf8(body).err().map(|e| {
+        let valid = String::from_utf8_lossy(&body[..e.valid_up_to()]);
+        let line_start = valid.rfind('\n').map_or(0, |i| i + 1);
+        (
+            valid.matches('\n').count() + 1,
+            valid[line_start..].chars().count() + 1,
+        )
+    });
+    for name in [POLICY_TOML, POLICY_JSON] {
+        let file = Path::new(name);
+        let first = policy_outcome(file, data);
+        if let Err(errors) = &first {
+            assert!(!errors.is_empty(), "an empty error list");
+            for e in errors {
+                assert_eq!(e.file, file, "error names another file: {e}");
+                assert!(!e.message.is_empty(), "error without a message: {e:?}");
+                assert!(
+                    e.line >= 1 && e.line <= lines.len(),
+                    "line {} outside the input's {} line(s): {e}",
+                    e.line,
+                    lines.len()
+                );
+                let width = lines[e.line - 1].chars().count();
+                assert!(
+                    e.column >= 1 && e.column <= width + 1,
+                    "column {} outside line {} ({width} characters): {e}",
+                    e.column,
+                    e.line
+                );
+                assert!(e
+                    .to_string()
+                    .starts_with(&format!("{name}:{}:{}: ", e.line, e.column)));
+            }
+            if let Some(at) = utf8_error_at {
+                assert_eq!(
+                    (errors[0].line, errors[0].column),
+                    at,
+                    "UTF-8 error position"
+                );
+            }
+        }
+        assert!(
+            utf8_error_at.is_none() || first.is_err(),
+            "invalid UTF-8 accepted"
+        );
+        assert_eq!(policy_outcome(file, data), first, "a second parse differs");
+    }
+}
+
+fn policy_outcome(file: &Path, data: &[u8]) -> PolicyOutcome {
+    let summary = |p: LoadedPolicy| (format!("{:?}", p.model), p.hash);
+    let loaded = load_bytes(file, data).map_err(|e| e.0)?;
+    validate_loaded(loaded, &policy_env)
+        .map(summary)
+        .map_err(|e| e.0)
 }

@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 type Check = fn(&[u8]);
 
 /// The checks of each fuzz target, by corpus directory name.
-const TARGETS: [(&str, Check); 2] = [
+const TARGETS: [(&str, Check); 3] = [
     ("sse_decode", checks::check_sse_decode),
     ("request_parse", checks::check_request_parse),
+    ("policy_file", checks::check_policy_file),
 ];
 
 fn corpus_root() -> PathBuf {
@@ -60,6 +61,11 @@ fn sse_decode_corpus() {
 #[test]
 fn request_parse_corpus() {
     replay("request_parse", checks::check_request_parse);
+}
+
+#[test]
+fn policy_file_corpus() {
+    replay("policy_file", checks::check_policy_file);
 }
 
 #[test]

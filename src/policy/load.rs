@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::policy::locate::Locator;
+use crate::policy::locate::{Locator, SourceFile};
 use crate::policy::model::{PolicyFile, SecretSource};
 
 /// A policy read from disk, merged, with relative paths made absolute.
@@ -120,11 +120,8 @@ pub fn load(path: &Path) -> Result<LoadedPolicy, PolicyErrors> {
             }
         };
         hash_entry(&mut hasher, file, &bytes);
-        match parse::parse_file(file, &bytes) {
-            Ok((mut model, source)) => {
-                absolutize(&mut model, &base_dir(file));
-                parsed.push((model, source));
-            }
+        match parse_one(file, &bytes) {
+            Ok(one) => parsed.push(one),
             Err(e) => errors.push(e),
         }
     }
@@ -138,6 +135,31 @@ pub fn load(path: &Path) -> Result<LoadedPolicy, PolicyErrors> {
         files,
         locator,
     })
+}
+
+/// Parses the content of one policy file, exactly as [`load`] parses each file it reads,
+/// without touching the filesystem: `file` only names the file in errors, picks the format
+/// (JSON for `*.json`, TOML otherwise) and is the directory relative paths inside are made
+/// absolute against. Every error carries a 1-based line and column inside `bytes` (after a
+/// leading BOM). Cross-field checks are in [`crate::policy::validate::validate_loaded`].
+pub fn load_bytes(file: &Path, bytes: &[u8]) -> Result<LoadedPolicy, PolicyErrors> {
+    let one = parse_one(file, bytes)?;
+    let (model, locator) = merge::merge(vec![one]).map_err(PolicyErrors)?;
+    let mut hasher = Sha256::new();
+    hash_entry(&mut hasher, file, bytes);
+    Ok(LoadedPolicy {
+        model,
+        hash: hex::encode(hasher.finalize()),
+        files: vec![file.to_path_buf()],
+        locator,
+    })
+}
+
+/// Parses one file's bytes and makes its relative paths absolute.
+fn parse_one(file: &Path, bytes: &[u8]) -> Result<(PolicyFile, SourceFile), PolicyError> {
+    let (mut model, source) = parse::parse_file(file, bytes)?;
+    absolutize(&mut model, &base_dir(file));
+    Ok((model, source))
 }
 
 /// The policy files `path` stands for, in merge order: the file itself, or a directory's

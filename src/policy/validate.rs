@@ -63,7 +63,16 @@ pub fn load_and_validate_with_env(
     path: &Path,
     env: EnvLookup<'_>,
 ) -> Result<LoadedPolicy, PolicyErrors> {
-    let loaded = load(path)?;
+    validate_loaded(load(path)?, env)
+}
+
+/// [`validate_with_env`] on a policy already loaded (by [`load`] or
+/// [`crate::policy::load::load_bytes`]): the policy back when it has no issues, else
+/// the issues as errors with file, line and column, in file order.
+pub fn validate_loaded(
+    loaded: LoadedPolicy,
+    env: EnvLookup<'_>,
+) -> Result<LoadedPolicy, PolicyErrors> {
     let issues = validate_with_env(&loaded.model, env);
     if issues.is_empty() {
         return Ok(loaded);

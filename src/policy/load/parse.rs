@@ -29,6 +29,8 @@ pub(super) fn parse_file(
     path: &Path,
     bytes: &[u8],
 ) -> Result<(PolicyFile, SourceFile), PolicyError> {
+    // A BOM is not part of the text: editors do not show it, so it is no column either.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -43,7 +45,6 @@ pub(super) fn parse_file(
             });
         }
     };
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let is_json = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));

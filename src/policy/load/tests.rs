@@ -270,6 +270,22 @@ fn odd_bytes_are_errors_not_crashes() {
 }
 
 #[test]
+fn a_bom_is_no_column() {
+    // Found by the policy_file fuzz target: the UTF-8 error counted the BOM as column 1.
+    let error = |bytes: &[u8]| match load_bytes(Path::new("p.toml"), bytes) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    };
+    let plain = error(b"name = \"\xff\"\n");
+    assert!(
+        plain.starts_with("p.toml:1:9: the file is not valid UTF-8"),
+        "{plain}"
+    );
+    assert_eq!(error(b"\xef\xbb\xbfname = \"\xff\"\n"), plain);
+    assert!(error(b"\xef\xbb\xbf[x\n").starts_with("p.toml:1:3: "));
+}
+
+#[test]
 fn hash_follows_names_and_contents() {
     let d = tmp();
     write(d.path(), "00.toml", &allow("a"));
