@@ -13,6 +13,8 @@ use llm_egress::openai::usage::{extract_usage, is_usage_only_chunk, StreamTracke
 use llm_egress::policy::load::{load_bytes, LoadedPolicy};
 use llm_egress::policy::validate::validate_loaded;
 use llm_egress::policy::PolicyError;
+use llm_egress::proxy::connect::parse_target;
+use llm_egress::proxy::url::{normalize_host, normalize_path, under_prefix};
 use serde_json::Value;
 use std::path::Path;
 
@@ -272,4 +274,147 @@ fn policy_outcome(file: &Path, data: &[u8]) -> PolicyOutcome {
     validate_loaded(loaded, &policy_env)
         .map(summary)
         .map_err(|e| e.0)
+}
+
+/// Allowlist prefixes the path checks always try, besides one taken from the input.
+const PREFIXES: [&str; 5] = ["/", "/v1", "/v1/chat", "/api/v1", "/openai/v1"];
+
+/// Paths, hosts and CONNECT targets. Each of the input's first 8 lines is tried as a
+/// path, a host and a `host:port`, and, normalized like an `[[allow]]` base URL's path, as
+/// one more prefix for the others. Normalizing a path is idempotent and leaves no dot
+/// segments, no escape of an unreserved character, no lower-case escape and no raw
+/// character that must be escaped; prefix matching holds only on a segment boundary
+/// (`/v1x` is not under `/v1`), and a path written under a prefix without `..` stays
+/// under it. A normalized host is lower case, bracket- and trailing-dot-free and
+/// normalizes to itself; a parsed `host:port` parses back to itself.
+pub fn check_url(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let lines: Vec<&str> = text.split('\n').take(8).collect();
+    let mut prefixes: Vec<String> = PREFIXES.iter().map(|p| (*p).to_owned()).collect();
+    for line in &lines {
+        if let Ok(mut p) = normalize_path(line) {
+            // As compile.rs does for a base URL's path.
+            while p.len() > 1 && p.ends_with('/') {
+                p.pop();
+            }
+            prefixes.push(p);
+        }
+    }
+    for line in lines {
+        check_path(line, &prefixes);
+        check_host(line);
+        check_target(line);
+    }
+}
+
+fn check_path(raw: &str, prefixes: &[String]) {
+    let Ok(norm) = normalize_path(raw) else {
+        return;
+    };
+    assert!(norm.starts_with('/'), "{norm:?} is not absolute");
+    assert_eq!(
+        normalize_path(&norm).as_deref(),
+        Ok(norm.as_str()),
+        "normalizing {raw:?} twice differs from once"
+    );
+    assert!(
+        !norm.split('/').any(|s| s == "." || s == ".."),
+        "dot segment left in {norm:?}"
+    );
+    let b = norm.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        assert!(
+            c > 0x20 && c < 0x7f && c != b'\\' && c != b'#',
+            "raw byte {c:#x} in {norm:?}"
+        );
+        if c == b'%' {
+            let (Some(h), Some(l)) = (upper_hex(b.get(i + 1)), upper_hex(b.get(i + 2))) else {
+                panic!("bad or lower-case escape at {i} in {norm:?}");
+            };
+            let d = h * 16 + l;
+            assert!(
+                !(d.is_ascii_alphanumeric() || matches!(d, b'-' | b'.' | b'_' | b'~')),
+                "escaped unreserved character at {i} in {norm:?}"
+            );
+            assert!(d != b'/' && d != b'\\', "escaped slash in {norm:?}");
+        }
+    }
+    let _ = ApiRoute::from_path(&norm);
+    for prefix in prefixes {
+        let on_boundary = prefix == "/"
+            || norm == *prefix
+            || norm
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('/'));
+        assert_eq!(
+            under_prefix(&norm, prefix),
+            on_boundary,
+            "under_prefix({norm:?}, {prefix:?})"
+        );
+        // Written under the prefix, with no way up: it stays under it.
+        let written_under = raw
+            .strip_prefix(prefix.as_str())
+            .is_some_and(|rest| prefix == "/" || rest.is_empty() || rest.starts_with('/'));
+        if written_under && !raw.split('/').any(|s| s == "..") {
+            assert!(
+                under_prefix(&norm, prefix),
+                "{raw:?} -> {norm:?} left {prefix:?}"
+            );
+        }
+    }
+    let sibling = format!("{}x", norm.trim_end_matches('/'));
+    if norm != "/" {
+        assert!(!under_prefix(&sibling, &norm), "{sibling:?} under {norm:?}");
+    }
+}
+
+/// The value of an upper-case hex digit.
+fn upper_hex(c: Option<&u8>) -> Option<u8> {
+    match *c? {
+        c @ b'0'..=b'9' => Some(c - b'0'),
+        c @ b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn check_host(raw: &str) {
+    let Ok(host) = normalize_host(raw) else {
+        return;
+    };
+    assert!(!host.is_empty(), "empty host from {raw:?}");
+    assert!(
+        host.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-.:_".contains(&c)),
+        "host {host:?} from {raw:?} has other characters"
+    );
+    assert!(
+        !host.ends_with('.'),
+        "host {host:?} from {raw:?} ends with a dot"
+    );
+    assert_eq!(
+        normalize_host(&host).as_deref(),
+        Ok(host.as_str()),
+        "normalizing host {raw:?} twice differs from once"
+    );
+}
+
+fn check_target(raw: &str) {
+    let Some((host, port)) = parse_target(raw) else {
+        return;
+    };
+    assert_eq!(
+        normalize_host(&host).as_deref(),
+        Ok(host.as_str()),
+        "target {raw:?} gave a host that is not normalized"
+    );
+    let again = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    assert_eq!(
+        parse_target(&again),
+        Some((host, port)),
+        "target {raw:?} does not parse back from {again:?}"
+    );
 }

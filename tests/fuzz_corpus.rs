@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 type Check = fn(&[u8]);
 
 /// The checks of each fuzz target, by corpus directory name.
-const TARGETS: [(&str, Check); 3] = [
+const TARGETS: [(&str, Check); 4] = [
     ("sse_decode", checks::check_sse_decode),
     ("request_parse", checks::check_request_parse),
     ("policy_file", checks::check_policy_file),
+    ("url_path", checks::check_url),
 ];
 
 fn corpus_root() -> PathBuf {
@@ -66,6 +67,11 @@ fn request_parse_corpus() {
 #[test]
 fn policy_file_corpus() {
     replay("policy_file", checks::check_policy_file);
+}
+
+#[test]
+fn url_path_corpus() {
+    replay("url_path", checks::check_url);
 }
 
 #[test]
