@@ -13,10 +13,15 @@ use llm_egress::openai::usage::{extract_usage, is_usage_only_chunk, StreamTracke
 use llm_egress::policy::load::{load_bytes, LoadedPolicy};
 use llm_egress::policy::validate::validate_loaded;
 use llm_egress::policy::PolicyError;
+use llm_egress::protect::{
+    ChannelKind, ProtectConfig, ProtectStats, Protector, RestoreStats, DETECTORS, MAX_SPAN,
+    MAX_TOKEN_LEN, TOKEN_PREFIX,
+};
 use llm_egress::proxy::connect::parse_target;
 use llm_egress::proxy::url::{normalize_host, normalize_path, under_prefix};
 use serde_json::Value;
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// Every route, for checks that try each.
 const ROUTES: [ApiRoute; 5] = [
@@ -417,4 +422,189 @@ fn check_target(raw: &str) {
         Some((host, port)),
         "target {raw:?} does not parse back from {again:?}"
     );
+}
+
+/// Test keys: `k1` seals, `k2` only opens (tokens an earlier key made).
+const PROTECT_KEYS: [(&str, [u8; 32]); 2] = [("k1", [1; 32]), ("k2", [2; 32])];
+
+/// Two protectors under the test keys: every detector plus two patterns, and e-mail only.
+fn protectors() -> &'static (Protector, Protector) {
+    static P: OnceLock<(Protector, Protector)> = OnceLock::new();
+    P.get_or_init(|| {
+        let keys: Vec<(String, [u8; 32])> = PROTECT_KEYS
+            .iter()
+            .map(|(id, k)| ((*id).to_owned(), *k))
+            .collect();
+        let build = |cfg: &ProtectConfig| {
+            Protector::new(cfg).unwrap_or_else(|e| panic!("test protector: {e}"))
+        };
+        let full = build(&ProtectConfig {
+            keys: keys.clone(),
+            detectors: DETECTORS.iter().map(|d| (*d).to_owned()).collect(),
+            patterns: vec![
+                ("customer_id".into(), "CUST-[0-9]{8}".into()),
+                ("quoted".into(), "<<[^>]{1,40}>>".into()),
+            ],
+        });
+        let email = build(&ProtectConfig {
+            keys,
+            detectors: vec!["email".into()],
+            patterns: Vec::new(),
+        });
+        (full, email)
+    })
+}
+
+/// Token restore, on the input as answer text and as an answer JSON body. Restoring never
+/// panics; text without `PII.` comes back unchanged and uncounted, and text in which no
+/// token was restored comes back unchanged; a stream cut at arbitrary points (after every
+/// `P` and `.`, pseudo-random, and every character) restores to the same text and counts
+/// as the whole, never holding a whole token's length; tool-argument restore keeps valid
+/// JSON valid. A JSON answer in which nothing was restored is left as it was. Protecting
+/// then restoring gives the text back: with e-mail addresses inserted, and with every
+/// detector when no span is a secret or too long to tokenize (both redact).
+pub fn check_token_restore(data: &[u8]) {
+    let (full, email) = protectors();
+    let text = String::from_utf8_lossy(data);
+    let cuts = token_cuts(&text);
+    for kind in [ChannelKind::Content, ChannelKind::ToolArguments] {
+        let mut stats = RestoreStats::default();
+        let whole = full.restore_text_as(&text, kind, &mut stats);
+        if !text.contains(TOKEN_PREFIX) {
+            assert_eq!(whole, text, "text without a token prefix changed");
+            assert_eq!(stats, RestoreStats::default(), "counted without a prefix");
+        }
+        if stats.restored == 0 {
+            assert_eq!(whole, text, "changed although nothing was restored");
+        }
+        assert_eq!(
+            stream_restore(full, kind, &text, &cuts),
+            (whole.clone(), stats),
+            "a streamed restore differs from the whole"
+        );
+        if text.len() <= 4096 {
+            let every: Vec<usize> = (1..text.len())
+                .filter(|&i| text.is_char_boundary(i))
+                .collect();
+            assert_eq!(
+                stream_restore(full, kind, &text, &every),
+                (whole.clone(), stats),
+                "a character-by-character restore differs from the whole"
+            );
+        }
+        if kind == ChannelKind::ToolArguments && serde_json::from_str::<Value>(&text).is_ok() {
+            assert!(
+                serde_json::from_str::<Value>(&whole).is_ok(),
+                "restored arguments are no longer JSON: {whole:?}"
+            );
+        }
+    }
+    if let Ok(answer) = serde_json::from_slice::<Value>(data) {
+        for kind in [ChannelKind::Content, ChannelKind::ToolArguments] {
+            let mut restored = answer.clone();
+            let stats = full.restore_response_as(&mut restored, kind);
+            if stats.restored == 0 {
+                assert_eq!(
+                    restored, answer,
+                    "answer changed although nothing was restored"
+                );
+            }
+            if !Protector::may_hold_tokens(data) {
+                assert_eq!(
+                    stats,
+                    RestoreStats::default(),
+                    "counted in a token-free answer"
+                );
+            }
+        }
+    }
+    // Protect, then restore (each skips a text that holds a token of its own).
+    let mid = (0..=text.len() / 2)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    let with_mail = format!(
+        "{} write to jane.doe+x@mail.example.com or ops@example.org, {}",
+        &text[..mid],
+        &text[mid..]
+    );
+    round_trip(email, &with_mail, true);
+    round_trip(email, &text, false);
+    round_trip(full, &text, false);
+}
+
+/// Protects `text` and restores the result; it must come back as it was, unless a span
+/// was redacted (a secret, or longer than a token holds) or the text holds a token of its
+/// own. `must_find`: the text holds an
+/// e-mail address, so something must have been replaced.
+fn round_trip(p: &Protector, text: &str, must_find: bool) {
+    let mut own = RestoreStats::default();
+    if p.restore_text(text, &mut own) != text || own.restored > 0 {
+        return;
+    }
+    let spans = p.detect(text);
+    if spans
+        .iter()
+        .any(|(r, det)| *det == "secret" || r.len() > MAX_SPAN)
+    {
+        return;
+    }
+    let mut found = ProtectStats::default();
+    let protected = p
+        .protect_text(text, &mut found)
+        .unwrap_or_else(|e| panic!("protect failed: {e}"));
+    assert_eq!(
+        found.total(),
+        spans.len() as u64,
+        "protect and detect disagree"
+    );
+    assert!(
+        !must_find || found.total() > 0,
+        "no e-mail found in {text:?}"
+    );
+    let mut stats = RestoreStats::default();
+    let back = p.restore_text(&protected, &mut stats);
+    assert_eq!(
+        back, text,
+        "protect then restore differs (protected: {protected:?})"
+    );
+    assert_eq!(stats.restored, found.total(), "restored count");
+}
+
+/// Restores `text` fed in pieces cut at `cuts` (sorted char boundaries inside `text`):
+/// the concatenated output and the stats.
+fn stream_restore(
+    p: &Protector,
+    kind: ChannelKind,
+    text: &str,
+    cuts: &[usize],
+) -> (String, RestoreStats) {
+    let mut r = p.stream_restorer(kind);
+    let mut stats = RestoreStats::default();
+    let mut out = String::new();
+    let mut start = 0;
+    for &cut in cuts.iter().chain([&text.len()]) {
+        out.push_str(&r.push(&text[start..cut], &mut stats));
+        assert!(r.held() < MAX_TOKEN_LEN, "holds {} bytes", r.held());
+        start = cut;
+    }
+    out.push_str(&r.finish(&mut stats));
+    assert_eq!(r.held(), 0, "holds bytes after finish");
+    (out, stats)
+}
+
+/// Cut points for a streamed restore: after every `P` and `.` (inside a token prefix and
+/// at its segment ends) and the pseudo-random ones of [`cut_points`], on char boundaries.
+fn token_cuts(text: &str) -> Vec<usize> {
+    let mut cuts: Vec<usize> = text
+        .bytes()
+        .enumerate()
+        .filter(|&(_, b)| b == b'P' || b == b'.')
+        .map(|(i, _)| i + 1)
+        .chain(cut_points(text.as_bytes()))
+        .filter(|&i| i < text.len() && text.is_char_boundary(i))
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts
 }

@@ -13,11 +13,12 @@ use std::path::{Path, PathBuf};
 type Check = fn(&[u8]);
 
 /// The checks of each fuzz target, by corpus directory name.
-const TARGETS: [(&str, Check); 4] = [
+const TARGETS: [(&str, Check); 5] = [
     ("sse_decode", checks::check_sse_decode),
     ("request_parse", checks::check_request_parse),
     ("policy_file", checks::check_policy_file),
     ("url_path", checks::check_url),
+    ("token_restore", checks::check_token_restore),
 ];
 
 fn corpus_root() -> PathBuf {
@@ -72,6 +73,11 @@ fn policy_file_corpus() {
 #[test]
 fn url_path_corpus() {
     replay("url_path", checks::check_url);
+}
+
+#[test]
+fn token_restore_corpus() {
+    replay("token_restore", checks::check_token_restore);
 }
 
 #[test]
