@@ -32,11 +32,16 @@ pub enum UrlError {
     BadHost,
 }
 
-/// Lower-cases a host, strips a trailing dot and IPv6 brackets.
+/// Lower-cases a host, strips one trailing dot (the DNS root) and IPv6 brackets; refuses
+/// empty labels.
 pub fn normalize_host(host: &str) -> Result<String, UrlError> {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     let h = h.strip_suffix('.').unwrap_or(h);
+    // One trailing dot is the DNS root; an empty label anywhere else is no name at all.
     if h.is_empty()
+        || h.starts_with('.')
+        || h.ends_with('.')
+        || h.contains("..")
         || h.bytes().any(|b| {
             !(b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b':' || b == b'_')
         })
@@ -206,6 +211,11 @@ mod tests {
         assert_eq!(normalize_host("[::1]").unwrap(), "::1");
         assert!(normalize_host("").is_err());
         assert!(normalize_host("a b").is_err());
+        // Empty labels (found by the url_path fuzz target: `a..` became `a.`, which then
+        // normalized to `a`): refused, so a normalized host is stable.
+        for bad in ["..", "a..", ".a", "a..b", "...", "."] {
+            assert!(normalize_host(bad).is_err(), "{bad}");
+        }
     }
 
     proptest! {
