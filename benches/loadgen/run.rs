@@ -43,6 +43,22 @@ struct Bench {
     mock: Mock,
 }
 
+/// Sends `req` once on `route` before anything is measured; the answer's length, or an
+/// error naming `name` when it is not a success.
+async fn probe(name: &str, route: &Route, tls: &Tls, req: &ReqSpec) -> Result<usize> {
+    let mut tx = client::connect(route, tls)
+        .await
+        .with_context(|| format!("{name}: connecting"))?;
+    let (st, body) = client::exchange(&mut tx, req.build(&route.host_header())?).await?;
+    if !st.is_success() {
+        bail!(
+            "{name}: a plain chat request got {st}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(body.len())
+}
+
 /// Runs everything; returns the report path.
 pub async fn run(args: Args) -> Result<PathBuf> {
     let t0 = Instant::now();
@@ -156,17 +172,7 @@ impl Bench {
             ("inspect", &inspect),
             ("tunnel", &tunnel),
         ] {
-            let mut tx = client::connect(r, &tls)
-                .await
-                .with_context(|| format!("{name}: connecting"))?;
-            let (st, body) = client::exchange(&mut tx, chat.build(&r.host_header())?).await?;
-            if !st.is_success() {
-                bail!(
-                    "{name}: a plain chat request got {st}: {}",
-                    String::from_utf8_lossy(&body)
-                );
-            }
-            sizes = (chat.body.len(), body.len());
+            sizes = (chat.body.len(), probe(name, r, &tls, &chat).await?);
         }
         let mut res = Results {
             levels: cfg.levels.clone(),
@@ -231,16 +237,7 @@ impl Bench {
                     addr: n.addr,
                     host: API.into(),
                 };
-                let mut tx = client::connect(&route, &tls)
-                    .await
-                    .context("nginx: connecting")?;
-                let (st, body) = client::exchange(&mut tx, chat.build(API)?).await?;
-                if !st.is_success() {
-                    bail!(
-                        "nginx: a plain chat request got {st}: {}",
-                        String::from_utf8_lossy(&body)
-                    );
-                }
+                probe("nginx", &route, &tls, &chat).await?;
                 // Its CPU: the master's and its workers'.
                 modes.push(("nginx", route, n.pid()));
                 res.nginx = Some(n.version.clone());
