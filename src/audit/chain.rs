@@ -252,7 +252,7 @@ impl HeadFile {
             None => self.open_with(&record),
         };
         if written.is_err() {
-            // Reopen next time (the file may have been replaced or removed).
+            // Open the path afresh on the next save rather than retry a failing handle.
             self.file = None;
         }
         written
