@@ -1,4 +1,4 @@
-//! The invariants the fuzz targets check, shared with `tests/fuzz_corpus.rs` (which
+//! The invariants the fuzz targets check, shared with `tests/it/fuzz_corpus.rs` (which
 //! replays the corpus on stable): both include this file with `#[path]`, so a corpus file
 //! is checked by exactly the code that fuzzes.
 //!

@@ -1,12 +1,10 @@
 //! Routing and failover end to end: two mock providers behind one route, in forward-proxy
 //! and gateway mode, with injected faults.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 const HOSTS: [&str; 3] = ["api.mock.test", "primary.mock.test", "secondary.mock.test"];
 

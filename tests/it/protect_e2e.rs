@@ -2,11 +2,9 @@
 //! never sees the sensitive values, the client gets them back (JSON and streaming), secrets
 //! are redacted outright, and a rotated key still restores tokens made under the old one.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn sdk(proxy: &Proxy, prompt: &str) -> serde_json::Value {
     run_sdk(proxy, "protect_sdk.py", &[("PROMPT", prompt)])

@@ -2,7 +2,7 @@
 //! fuzz targets run, on the stable toolchain: the corpus doubles as a regression suite,
 //! and a crash found by fuzzing stays fixed once its input is added to the corpus.
 
-#[path = "../fuzz/checks.rs"]
+#[path = "../../fuzz/checks.rs"]
 mod checks;
 
 use std::fs;

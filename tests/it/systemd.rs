@@ -3,15 +3,13 @@
 //! stopping on SIGTERM), `systemd-analyze verify` accepts it, and `systemd-analyze
 //! security` scores it "OK".
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const UNIT: &str = "systemd/llm-egress.service";
 

@@ -3,13 +3,11 @@
 //! line run as the pod would run it (CA from a Secret-like 0440 directory, read-only
 //! policy mount, state in a writable directory), until it serves an inspected request.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes");

@@ -1,9 +1,7 @@
 //! The official `openai` Python SDK through `HTTPS_PROXY` (installed into .venv by
 //! `scripts/setup-test-env`; `scripts/test` exports LLM_EGRESS_TEST_PYTHON).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn openai_sdk_chat_and_stream_through_https_proxy() {

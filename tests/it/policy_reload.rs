@@ -2,11 +2,9 @@
 //! opened before), bad edits keep the last good policy and are audited, the Kubernetes
 //! ConfigMap symlink swap reloads, SIGHUP reloads, and a storm of edits fails no request.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Polls until `f` holds or 10 s pass.
 async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {

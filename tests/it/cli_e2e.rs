@@ -1,13 +1,11 @@
 //! The command line end to end: `run` on shipped defaults, `ca`, `pin`, `audit`, and
 //! graceful shutdown.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn run_cmd(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin()).args(args).output().expect("run");

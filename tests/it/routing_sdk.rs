@@ -5,11 +5,9 @@
 //! request; this side checks what the SDK saw, the audit log, and what the mocks received:
 //! swapped credentials, rewritten models, no client key at any provider.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Which mock provider process a provider's host resolves to.

@@ -1,11 +1,9 @@
 //! `llm-egress demo`: the offline tour runs, every scenario does what the policy says, the
 //! audit log it leaves holds each block and verifies, and nothing secret is printed.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn demo(dir: &std::path::Path) -> (i32, String, String) {
     let out = Command::new(bin())

@@ -1,12 +1,10 @@
 //! End-to-end TLS behaviour: upstream pins and verification, CONNECT/SNI/Host agreement,
 //! leaf minting under concurrency, strict X.509 leaves.
 
-mod common;
-
 use std::process::Command;
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

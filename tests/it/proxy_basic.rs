@@ -1,8 +1,6 @@
 //! End-to-end: real clients through the real binary to the mock provider over real TLS.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 fn setup(allow_extra: &str) -> (Pki, Mock, Proxy) {

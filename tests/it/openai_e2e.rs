@@ -2,11 +2,9 @@
 //! tool calls, tool-call validation, usage exactly when asked, normalized provider errors,
 //! cut streams raising in the SDK, gzip upstreams counted, and the metrics that result.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn openai_features_through_the_proxy() {
