@@ -287,6 +287,19 @@ impl ParsedRequest {
         self.body.get_mut().and_then(Option::as_mut)
     }
 
+    /// Swaps in a body whose text fields a step rewrote in the raw bytes (prompt
+    /// protection): the fields read at parse time (model, stream, options, tools) must be
+    /// unchanged by the rewrite. Only before the map was changed; returns false (and
+    /// changes nothing) after.
+    pub fn replace_raw(&mut self, raw: Bytes) -> bool {
+        if self.modified {
+            return false;
+        }
+        self.raw = raw;
+        self.body = OnceLock::new();
+        true
+    }
+
     /// Whether the request came with a body (a bodiless `GET /models` does not). A step
     /// that must see the content fails closed when this is true and [`Self::body`] is
     /// `None`.

@@ -133,23 +133,32 @@ impl Protector {
         v: &mut Value,
         stats: &mut ProtectStats,
     ) -> Result<(), ProtectError> {
-        let Value::String(s) = v else {
-            return Ok(());
-        };
-        match serde_json::from_str::<Value>(s) {
-            Ok(mut parsed) => {
-                if self.protect_value(&mut parsed, stats)? {
-                    *s = serde_json::to_string(&parsed)
-                        .map_err(|_| ProtectError::ArgumentsEncoding)?;
-                }
-            }
-            Err(_) => {
-                if let Some(new) = self.protect_str(s, stats)? {
-                    *s = new;
-                }
+        if let Value::String(s) = v {
+            if let Some(new) = self.protect_arguments_str(s, stats)? {
+                *s = new;
             }
         }
         Ok(())
+    }
+
+    /// [`protect_arguments`](Self::protect_arguments) of the text itself: `None` when
+    /// nothing changed.
+    pub(super) fn protect_arguments_str(
+        &self,
+        s: &str,
+        stats: &mut ProtectStats,
+    ) -> Result<Option<String>, ProtectError> {
+        match serde_json::from_str::<Value>(s) {
+            Ok(mut parsed) => {
+                if !self.protect_value(&mut parsed, stats)? {
+                    return Ok(None);
+                }
+                serde_json::to_string(&parsed)
+                    .map(Some)
+                    .map_err(|_| ProtectError::ArgumentsEncoding)
+            }
+            Err(_) => self.protect_str(s, stats),
+        }
     }
 
     /// Protects every string, object key and integer inside a JSON value; true if

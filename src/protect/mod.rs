@@ -14,6 +14,7 @@ mod error;
 mod json;
 mod keys;
 mod numeric;
+mod raw;
 mod restore;
 mod token;
 
@@ -23,6 +24,8 @@ mod tests;
 mod tests_json;
 #[cfg(test)]
 mod tests_prop;
+#[cfg(test)]
+mod tests_raw;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -31,6 +34,7 @@ use std::sync::Arc;
 pub use detect::DETECTORS;
 pub use error::{KeyFormat, ProtectError};
 pub use keys::{key_from_env, keygen, load_key_file};
+pub use raw::RawPass;
 pub use restore::{ChannelKind, RestoreStats, StreamRestorer};
 pub use token::{MAX_SPAN, MAX_TOKEN_LEN, TOKEN_PREFIX};
 

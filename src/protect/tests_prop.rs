@@ -77,7 +77,7 @@ fn noise() -> impl Strategy<Value = String> {
     ]
 }
 
-fn text() -> impl Strategy<Value = (String, Vec<String>)> {
+pub(super) fn text() -> impl Strategy<Value = (String, Vec<String>)> {
     prop::collection::vec((noise(), pii()), 0..6).prop_map(|parts| {
         let mut s = String::new();
         let mut values = Vec::new();

@@ -103,38 +103,17 @@ pub async fn parse(
     {
         ex.prompt_chars = parsed.prompt_chars() as u64;
     }
+    // Step 4: protect sensitive spans before anything leaves; on failure send nothing.
+    // Before any change to the map, so the raw bytes can be rewritten in place.
+    if let Some(p) = protector {
+        ex.protected = protect(p, &mut parsed)?.by_detector.into_iter().collect();
+    }
     if ex.stream
         && provider.is_none_or(|p| p.stream_usage)
         && !ex.client_wants_usage
         && parsed.set_include_usage()
     {
         ex.injected_usage = true;
-    }
-    // Step 4: protect sensitive spans before anything leaves; on failure send nothing.
-    if let Some(p) = protector {
-        let has_body = parsed.has_body();
-        if let Some(map) = parsed.body_mut() {
-            let mut v = serde_json::Value::Object(std::mem::take(map));
-            let result = p.protect_request(&mut v);
-            if let serde_json::Value::Object(m) = v {
-                *map = m;
-            }
-            match result {
-                Ok(stats) => ex.protected = stats.by_detector.into_iter().collect(),
-                Err(e) => {
-                    return Err(ProxyError::new(
-                        Code::ProtectFailed,
-                        format!("prompt protection failed, nothing was sent: {e}"),
-                    ));
-                }
-            }
-        } else if has_body {
-            // Fail closed: a body the protector cannot read is not sent.
-            return Err(ProxyError::new(
-                Code::ProtectFailed,
-                "prompt protection failed, nothing was sent: the body could not be read",
-            ));
-        }
     }
     // The original bytes unless a step changed the body.
     let out = parsed.to_bytes();
@@ -146,6 +125,49 @@ pub async fn parse(
         HeaderValue::from_static("identity"),
     );
     Ok((Body::Bytes(out), Some(parsed)))
+}
+
+/// Protects the request body: on its raw bytes when it has not been changed yet (no tree
+/// built, no re-serialization), else through the map.
+fn protect(
+    p: &crate::protect::Protector,
+    parsed: &mut ParsedRequest,
+) -> Result<crate::protect::ProtectStats, ProxyError> {
+    use crate::protect::RawPass;
+    let failed = |e: &dyn std::fmt::Display| {
+        ProxyError::new(
+            Code::ProtectFailed,
+            format!("prompt protection failed, nothing was sent: {e}"),
+        )
+    };
+    if parsed.has_body() && !parsed.is_modified() {
+        match p.protect_request_raw(&parsed.to_bytes()) {
+            Ok(RawPass::Unchanged(stats)) => return Ok(stats),
+            Ok(RawPass::Rewritten(body, stats)) => {
+                // Unmodified (checked above), so the swap takes; fail closed if not.
+                if !parsed.replace_raw(Bytes::from(body)) {
+                    return Err(failed(&"the rewritten body could not be kept"));
+                }
+                return Ok(stats);
+            }
+            Ok(RawPass::Fallback) => {}
+            Err(e) => return Err(failed(&e)),
+        }
+    }
+    let has_body = parsed.has_body();
+    let Some(map) = parsed.body_mut() else {
+        // Fail closed: a body the protector cannot read is not sent.
+        return match has_body {
+            true => Err(failed(&"the body could not be read")),
+            false => Ok(Default::default()),
+        };
+    };
+    let mut v = serde_json::Value::Object(std::mem::take(map));
+    let result = p.protect_request(&mut v);
+    if let serde_json::Value::Object(m) = v {
+        *map = m;
+    }
+    result.map_err(|e| failed(&e))
 }
 
 fn too_large(max: u64) -> ProxyError {

@@ -22,6 +22,7 @@ use crate::openai::errors::normalize_error;
 use crate::openai::request::ApiRoute;
 use crate::openai::usage::{extract_usage, extract_usage_from_slice, StreamTracker, Usage};
 use crate::policy::model::OnInvalid;
+use crate::protect::RawPass;
 use crate::tls::client::BoxError;
 use crate::toolcalls::StreamToolCheck;
 use crate::App;
@@ -211,6 +212,24 @@ pub async fn respond(
             // Nothing to validate and no token to restore: pass the answer as it came.
             account.finish(extract_usage_from_slice(&raw), 0);
             return Ok(Response::from_parts(parts, full(raw)));
+        }
+        if let (None, Some(p)) = (&decls, &protector) {
+            // Nothing to validate: restore on the raw bytes when they suit.
+            let out = match p.restore_response_raw(&raw) {
+                RawPass::Unchanged(st) => Some((raw.clone(), st)),
+                RawPass::Rewritten(b, st) => Some((Bytes::from(b), st)),
+                RawPass::Fallback => None,
+            };
+            if let Some((out, st)) = out {
+                if st.failed > 0 {
+                    app.metrics.event("restore_failed");
+                }
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+                account.finish(extract_usage_from_slice(&raw), 0);
+                return Ok(Response::from_parts(parts, full(out)));
+            }
         }
         let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&raw) else {
             account.finish(None, 0);
