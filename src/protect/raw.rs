@@ -159,7 +159,7 @@ impl Protector {
         sp: &mut Splice<'_>,
         st: &mut ProtectStats,
     ) -> Result<(), Walk> {
-        let req: Request<'_> = sparse(raw)?;
+        let req: Request<'_> = top(raw)?;
         for m in array(req.messages)?.into_iter().flatten() {
             if let Some(item) = object::<Item<'_>>(Some(m))? {
                 self.protect_item_raw(&item, sp, st)?;
@@ -260,7 +260,7 @@ impl Protector {
         st: &mut RestoreStats,
     ) -> Result<(), Unsuited> {
         let content = ChannelKind::Content;
-        let resp: Response<'_> = sparse(raw)?;
+        let resp: Response<'_> = top(raw)?;
         for choice in array(resp.choices)?.into_iter().flatten() {
             if let Some(c) = object::<Choice<'_>>(Some(choice))? {
                 if let Some(m) = object::<Message<'_>>(c.message)? {
@@ -355,6 +355,18 @@ impl From<ProtectError> for Walk {
 /// The sparse fields of the object `raw`; a repeated field is [`Unsuited`].
 fn sparse<'a, T: Deserialize<'a>>(raw: &'a str) -> Result<T, Unsuited> {
     serde_json::from_str(raw).map_err(|_| Unsuited)
+}
+
+/// The sparse fields of a whole body, which must be an object (a derived struct would
+/// also take an array, field by position).
+fn top<'a, T: Deserialize<'a>>(raw: &'a str) -> Result<T, Unsuited> {
+    match raw
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        true => sparse(raw),
+        false => Err(Unsuited),
+    }
 }
 
 /// The sparse fields of `v` when it is an object, `None` when it is anything else.

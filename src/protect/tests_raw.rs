@@ -104,7 +104,7 @@ fn untouched_bytes_go_out_as_they_came() {
 }
 
 #[test]
-fn a_repeated_key_the_walkers_read_falls_back() {
+fn a_repeated_key_or_a_body_that_is_no_object_falls_back() {
     let p = protector();
     let twice = br#"{"messages":[{"role":"user","content":"a@b.com","content":"c@d.com"}]}"#;
     assert_eq!(p.protect_request_raw(twice).unwrap(), RawPass::Fallback);
@@ -112,6 +112,17 @@ fn a_repeated_key_the_walkers_read_falls_back() {
     assert_eq!(p.protect_request_raw(top).unwrap(), RawPass::Fallback);
     let answer = br#"{"choices":[{"message":{"content":"x","content":"y"}}]}"#;
     assert_eq!(p.restore_response_raw(answer), RawPass::Fallback);
+    // A body that is not an object is not read field by position.
+    let tokens = p
+        .protect_text("a@b.com", &mut ProtectStats::default())
+        .unwrap();
+    let array =
+        serde_json::to_vec(&json!([[{"message": {"content": tokens}}], null, null])).unwrap();
+    assert_eq!(p.restore_response_raw(&array), RawPass::Fallback);
+    assert_eq!(
+        p.protect_request_raw(b" [\"a@b.com\"]").unwrap(),
+        RawPass::Fallback
+    );
     // A key no walker reads may repeat: the bytes go out as they came.
     let other = br#"{"model":"a","model":"b","messages":[]}"#;
     assert_eq!(
