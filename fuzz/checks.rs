@@ -14,8 +14,8 @@ use llm_egress::policy::load::{load_bytes, LoadedPolicy};
 use llm_egress::policy::validate::validate_loaded;
 use llm_egress::policy::PolicyError;
 use llm_egress::protect::{
-    ChannelKind, ProtectConfig, ProtectStats, Protector, RestoreStats, DETECTORS, MAX_SPAN,
-    MAX_TOKEN_LEN, TOKEN_PREFIX,
+    ChannelKind, ProtectConfig, ProtectStats, Protector, RawPass, RestoreStats, DETECTORS,
+    MAX_SPAN, MAX_TOKEN_LEN, TOKEN_PREFIX,
 };
 use llm_egress::proxy::connect::parse_target;
 use llm_egress::proxy::url::{normalize_host, normalize_path, under_prefix};
@@ -531,6 +531,65 @@ pub fn check_token_restore(data: &[u8]) {
     round_trip(email, &with_mail, true);
     round_trip(email, &text, false);
     round_trip(full, &text, false);
+}
+
+/// The raw-byte protection passes (`protect_request_raw`, `restore_response_raw`) on the
+/// input as a request and as an answer body, under both test protectors. Never panic;
+/// take only a JSON object (anything else falls back); where they take the body, their
+/// output parses to exactly the tree the `Value` walkers make of it, with the same counts
+/// (or both fail), and an unchanged pass means the walkers changed nothing either. The
+/// input is also tried with every detected span's e-mail protected, so answers hold real
+/// tokens.
+pub fn check_protect_raw(data: &[u8]) {
+    let (full, email) = protectors();
+    let tokenized = std::str::from_utf8(data).ok().and_then(|text| {
+        let mut st = ProtectStats::default();
+        email.protect_str(text, &mut st).ok().flatten()
+    });
+    let inputs = std::iter::once(data).chain(tokenized.as_deref().map(str::as_bytes));
+    for input in inputs {
+        let tree = serde_json::from_slice::<Value>(input)
+            .ok()
+            .filter(Value::is_object);
+        for p in [full, email] {
+            let pass = p.protect_request_raw(input);
+            let Some(tree) = &tree else {
+                assert!(
+                    matches!(pass, Ok(RawPass::Fallback)),
+                    "took a body that is not a JSON object: {pass:?}"
+                );
+                assert_eq!(p.restore_response_raw(input), RawPass::Fallback);
+                continue;
+            };
+            let mut want = tree.clone();
+            match (pass, p.protect_request(&mut want)) {
+                (Ok(pass), Ok(stats)) => assert_raw_agrees(pass, input, &want, stats),
+                (Err(_), Err(_)) => {}
+                (got, want) => panic!("raw request pass {got:?}, Value walker {want:?}"),
+            }
+            let mut want = tree.clone();
+            let stats = p.restore_response(&mut want);
+            assert_raw_agrees(p.restore_response_raw(input), input, &want, stats);
+        }
+    }
+}
+
+/// `pass` over `input` gives the tree `want` with counts `stats`, unless it fell back.
+fn assert_raw_agrees<S: PartialEq + std::fmt::Debug>(
+    pass: RawPass<S>,
+    input: &[u8],
+    want: &Value,
+    stats: S,
+) {
+    let (out, got) = match pass {
+        RawPass::Fallback => return,
+        RawPass::Unchanged(got) => (input.to_vec(), got),
+        RawPass::Rewritten(out, got) => (out, got),
+    };
+    let tree: Value = serde_json::from_slice(&out)
+        .unwrap_or_else(|e| panic!("raw pass output is not JSON ({e}): {out:?}"));
+    assert_eq!(&tree, want, "raw pass and Value walker disagree");
+    assert_eq!(got, stats, "raw pass and Value walker count differently");
 }
 
 /// Protects `text` and restores the result; it must come back as it was, unless a span

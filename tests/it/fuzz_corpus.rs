@@ -13,12 +13,13 @@ use std::path::{Path, PathBuf};
 type Check = fn(&[u8]);
 
 /// The checks of each fuzz target, by corpus directory name.
-const TARGETS: [(&str, Check); 5] = [
+const TARGETS: [(&str, Check); 6] = [
     ("sse_decode", checks::check_sse_decode),
     ("request_parse", checks::check_request_parse),
     ("policy_file", checks::check_policy_file),
     ("url_path", checks::check_url),
     ("token_restore", checks::check_token_restore),
+    ("protect_raw", checks::check_protect_raw),
 ];
 
 fn corpus_root() -> PathBuf {
@@ -78,6 +79,11 @@ fn url_path_corpus() {
 #[test]
 fn token_restore_corpus() {
     replay("token_restore", checks::check_token_restore);
+}
+
+#[test]
+fn protect_raw_corpus() {
+    replay("protect_raw", checks::check_protect_raw);
 }
 
 #[test]
