@@ -30,88 +30,42 @@ pub enum RawPass<S> {
 
 type Field<'a> = Option<&'a RawValue>;
 
-/// The request fields that hold text (see the `json` module docs).
-#[derive(Deserialize)]
-struct Request<'a> {
-    #[serde(borrow)]
-    messages: Field<'a>,
-    #[serde(borrow)]
-    input: Field<'a>,
-    #[serde(borrow)]
-    instructions: Field<'a>,
-    #[serde(borrow)]
-    user: Field<'a>,
-    #[serde(borrow)]
-    prompt: Field<'a>,
+/// A struct of optional borrowed fields: the keys one walker reads in an object. Unknown
+/// keys are skipped; a repeated one is an error (and so a fallback).
+macro_rules! sparse_struct {
+    ($(#[$doc:meta])* $name:ident { $($field:ident),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Deserialize)]
+        struct $name<'a> {
+            $(#[serde(borrow)] $field: Field<'a>,)*
+        }
+    };
 }
 
-/// A chat message or responses-API item, request side.
-#[derive(Deserialize)]
-struct Item<'a> {
-    #[serde(borrow)]
-    content: Field<'a>,
-    #[serde(borrow)]
-    output: Field<'a>,
-    #[serde(borrow)]
-    text: Field<'a>,
-    #[serde(borrow)]
-    arguments: Field<'a>,
-    #[serde(borrow)]
-    function_call: Field<'a>,
-    #[serde(borrow)]
-    tool_calls: Field<'a>,
-}
-
-/// The response fields that hold text.
-#[derive(Deserialize)]
-struct Response<'a> {
-    #[serde(borrow)]
-    choices: Field<'a>,
-    #[serde(borrow)]
-    output: Field<'a>,
-    #[serde(borrow)]
-    output_text: Field<'a>,
-}
-
-#[derive(Deserialize)]
-struct Choice<'a> {
-    #[serde(borrow)]
-    message: Field<'a>,
-    #[serde(borrow)]
-    text: Field<'a>,
-}
-
-/// A response message or responses-API output item.
-#[derive(Deserialize)]
-struct Message<'a> {
-    #[serde(borrow)]
-    content: Field<'a>,
-    #[serde(borrow)]
-    refusal: Field<'a>,
-    #[serde(borrow)]
-    reasoning_content: Field<'a>,
-    #[serde(borrow)]
-    arguments: Field<'a>,
-    #[serde(borrow)]
-    function_call: Field<'a>,
-    #[serde(borrow)]
-    tool_calls: Field<'a>,
-    #[serde(borrow)]
-    summary: Field<'a>,
-}
-
-/// A content part (`text` / `refusal`), a tool call's `function`, a `function_call`.
-#[derive(Deserialize)]
-struct Part<'a> {
-    #[serde(borrow)]
-    text: Field<'a>,
-    #[serde(borrow)]
-    refusal: Field<'a>,
-    #[serde(borrow)]
-    arguments: Field<'a>,
-    #[serde(borrow)]
-    function: Field<'a>,
-}
+sparse_struct!(
+    /// The request fields that hold text (see the `json` module docs).
+    Request { messages, input, instructions, user, prompt }
+);
+sparse_struct!(
+    /// A chat message or responses-API item, request side.
+    Item { content, output, text, arguments, function_call, tool_calls }
+);
+sparse_struct!(
+    /// The response fields that hold text.
+    Response { choices, output, output_text }
+);
+sparse_struct!(
+    /// A choice of a chat or legacy completion.
+    Choice { message, text }
+);
+sparse_struct!(
+    /// A response message or responses-API output item.
+    Message { content, refusal, reasoning_content, arguments, function_call, tool_calls, summary }
+);
+sparse_struct!(
+    /// A content part (`text` / `refusal`), a tool call's `function`, a `function_call`.
+    Part { text, refusal, arguments, function }
+);
 
 /// The shape did not suit the sparse parse: fall back to the `Value` walkers.
 struct Unsuited;
@@ -165,26 +119,26 @@ impl Protector {
                 self.protect_item_raw(&item, sp, st)?;
             }
         }
-        match req.input {
-            Some(v) if is_array(v) => {
-                for item in array(Some(v))?.into_iter().flatten() {
+        match array(req.input)? {
+            Some(items) => {
+                for item in items {
                     match object::<Item<'_>>(Some(item))? {
                         Some(item) => self.protect_item_raw(&item, sp, st)?,
                         None => self.protect_leaf(Some(item), sp, st)?,
                     }
                 }
             }
-            other => self.protect_leaf(other, sp, st)?,
+            None => self.protect_leaf(req.input, sp, st)?,
         }
         self.protect_leaf(req.instructions, sp, st)?;
         self.protect_leaf(req.user, sp, st)?;
-        match req.prompt {
-            Some(v) if is_array(v) => {
-                for item in array(Some(v))?.into_iter().flatten() {
+        match array(req.prompt)? {
+            Some(items) => {
+                for item in items {
                     self.protect_leaf(Some(item), sp, st)?;
                 }
             }
-            other => self.protect_leaf(other, sp, st)?,
+            None => self.protect_leaf(req.prompt, sp, st)?,
         }
         Ok(())
     }
@@ -377,15 +331,11 @@ fn object<'a, T: Deserialize<'a>>(v: Field<'a>) -> Result<Option<T>, Unsuited> {
     }
 }
 
-fn is_array(v: &RawValue) -> bool {
-    v.get().starts_with('[')
-}
-
 /// The elements of `v` when it is an array (JSON `null` elements are skipped: no walker
 /// reads anything in them), `None` when it is anything else.
 fn array(v: Field<'_>) -> Result<Option<Vec<&RawValue>>, Unsuited> {
     match v {
-        Some(v) if is_array(v) => {
+        Some(v) if v.get().starts_with('[') => {
             let items: Vec<Option<&RawValue>> = sparse(v.get())?;
             Ok(Some(items.into_iter().flatten().collect()))
         }
