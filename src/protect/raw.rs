@@ -67,6 +67,11 @@ sparse_struct!(
     Part { text, refusal, arguments, function }
 );
 
+/// How a string is protected: [`Protector::protect_str`] or, for tool-call arguments
+/// (JSON text), `protect_arguments_str`; `None` when nothing changed.
+type ProtectFn = fn(&Protector, &str, &mut ProtectStats) -> Result<Option<String>, ProtectError>;
+const ARGUMENTS: ProtectFn = Protector::protect_arguments_str;
+
 /// The shape did not suit the sparse parse: fall back to the `Value` walkers.
 struct Unsuited;
 
@@ -166,14 +171,14 @@ impl Protector {
             }
         }
         self.protect_leaf(m.text, sp, st)?;
-        self.protect_arguments_leaf(m.arguments, sp, st)?;
+        self.protect_leaf_with(m.arguments, ARGUMENTS, sp, st)?;
         if let Some(f) = object::<Part<'_>>(m.function_call)? {
-            self.protect_arguments_leaf(f.arguments, sp, st)?;
+            self.protect_leaf_with(f.arguments, ARGUMENTS, sp, st)?;
         }
         for call in array(m.tool_calls)?.into_iter().flatten() {
             let function = object::<Part<'_>>(Some(call))?.and_then(|c| c.function);
             if let Some(f) = object::<Part<'_>>(function)? {
-                self.protect_arguments_leaf(f.arguments, sp, st)?;
+                self.protect_leaf_with(f.arguments, ARGUMENTS, sp, st)?;
             }
         }
         Ok(())
@@ -185,22 +190,19 @@ impl Protector {
         sp: &mut Splice<'_>,
         st: &mut ProtectStats,
     ) -> Result<(), Walk> {
-        if let Some((v, text)) = string(v)? {
-            if let Some(new) = self.protect_str(&text, st)? {
-                sp.replace(v, &new);
-            }
-        }
-        Ok(())
+        self.protect_leaf_with(v, Protector::protect_str, sp, st)
     }
 
-    fn protect_arguments_leaf(
+    /// Protects the string `v` with `how` (plain text, or tool-call arguments).
+    fn protect_leaf_with(
         &self,
         v: Field<'_>,
+        how: ProtectFn,
         sp: &mut Splice<'_>,
         st: &mut ProtectStats,
     ) -> Result<(), Walk> {
         if let Some((v, text)) = string(v)? {
-            if let Some(new) = self.protect_arguments_str(&text, st)? {
+            if let Some(new) = how(self, &text, st)? {
                 sp.replace(v, &new);
             }
         }
