@@ -163,3 +163,60 @@ fn a_group_readable_key_file_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("chmod 600"), "{err}");
 }
+
+/// The proxy rewrites only the protected strings: the rest of the body reaches the
+/// provider as the client wrote it. A body that repeats a key protection reads (which a
+/// splice could not settle) is protected through a parsed tree instead, where the last
+/// value counts, and nothing sensitive leaves either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_protected_strings_change_and_a_repeated_key_is_still_protected() {
+    let pki = Pki::new(&["api.mock.test"]);
+    let mock = Mock::start_tls(&pki.chain, &pki.key, &[]);
+    let keys = tempfile::tempdir().expect("tempdir");
+    let k1 = keygen(keys.path(), "k1.key");
+    let proxy = Proxy::start(&protect_policy(&pki, mock.addr, &[("k1", &k1)]));
+    let c = proxy.client();
+    let post = |body: String| {
+        c.post("https://api.mock.test/v1/chat/completions")
+            .bearer_auth("sk-test-abc")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let spelled = format!(
+        "{{ \"model\" : \"gpt-4o-mini\", \"temperature\": 1.50e0,\n  \"messages\": [{{\"role\":\"user\", \"content\" : \"mail {EMAIL} now\"}}] }}"
+    );
+    let r = post(spelled.clone()).await.expect("send");
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.expect("json");
+    let content = v["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("text");
+    assert_eq!(content, format!("echo: mail {EMAIL} now"));
+    let twice = format!(
+        "{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"first {CUST}\",\"content\":\"second {EMAIL}\"}}]}}"
+    );
+    let r = post(twice).await.expect("send");
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.expect("json");
+    let content = v["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("text");
+    assert_eq!(content, format!("echo: second {EMAIL}"));
+
+    let seen = mock.requests(&pki.root_pem);
+    assert_eq!(seen.len(), 2);
+    let first = seen[0]["body"].as_str().expect("body");
+    let (head, tail) = spelled
+        .split_once(&format!("mail {EMAIL} now"))
+        .expect("split");
+    assert!(
+        first.starts_with(head) && first.ends_with(tail) && !first.contains(EMAIL),
+        "only the content string differs from what the client sent: {first}"
+    );
+    let second = seen[1]["body"].as_str().expect("body");
+    assert!(
+        !second.contains(EMAIL) && !second.contains(CUST) && second.contains("PII.k1.email."),
+        "{second}"
+    );
+}
