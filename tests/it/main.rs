@@ -5,10 +5,13 @@
 //! on a 2-core machine and filled the disk of a fresh CI machine. As modules of one crate
 //! they share one link. Run one group with a filter, e.g.
 //! `cargo test --test it proxy_basic::` or `cargo test --test it fuzz_corpus::`.
+//!
+//! The benchmark's smoke run stays a binary of its own (`tests/bench_smoke.rs`): it loads
+//! both cores for seconds, and cargo runs test binaries one after the other, so it never
+//! overlaps the timing-sensitive tests here (`fastest` routing, reload deadlines).
 
 mod common;
 
-mod bench_smoke;
 mod cli_e2e;
 mod demo;
 mod fuzz_corpus;

@@ -808,7 +808,9 @@ async fn per_character_and_tiered_pricing_change_cheapests_choice() {
 
 #[tokio::test]
 async fn fastest_moves_to_the_quicker_provider() {
-    let t = two(&["--faults", "latency=60ms"], &[]);
+    // The slow provider is slower by far more than a TLS handshake on a loaded machine
+    // takes, so the quick one's first sample (which includes its handshake) stays lower.
+    let t = two(&["--faults", "latency=300ms"], &[]);
     let routes = r#"
 [[route]]
 name = "fast"

@@ -5,7 +5,7 @@
 //! build) inside `cargo test`.
 
 #[allow(dead_code)]
-#[path = "../../benches/loadgen.rs"]
+#[path = "../benches/loadgen.rs"]
 mod loadgen;
 
 #[test]
