@@ -208,27 +208,24 @@ pub async fn respond(
                     "the upstream response could not be read",
                 )
             })?;
-        if decls.is_none() && !crate::protect::Protector::may_hold_tokens(&raw) {
-            // Nothing to validate and no token to restore: pass the answer as it came.
-            account.finish(extract_usage_from_slice(&raw), 0);
-            return Ok(Response::from_parts(parts, full(raw)));
-        }
         if let (None, Some(p)) = (&decls, &protector) {
-            // Nothing to validate: restore on the raw bytes when they suit.
-            let out = match p.restore_response_raw(&raw) {
-                RawPass::Unchanged(st) => Some((raw.clone(), st)),
-                RawPass::Rewritten(b, st) => Some((Bytes::from(b), st)),
-                RawPass::Fallback => None,
+            // Nothing to validate: an answer that cannot hold a token passes as it came, any
+            // other is restored on its raw bytes when they suit.
+            let pass = match crate::protect::Protector::may_hold_tokens(&raw) {
+                true => p.restore_response_raw(&raw),
+                false => RawPass::Unchanged(Default::default()),
             };
-            if let Some((out, st)) = out {
-                if st.failed > 0 {
-                    app.metrics.event("restore_failed");
+            match pass {
+                RawPass::Unchanged(_) => {
+                    account.finish(extract_usage_from_slice(&raw), 0);
+                    return Ok(Response::from_parts(parts, full(raw)));
                 }
-                parts
-                    .headers
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-                account.finish(extract_usage_from_slice(&raw), 0);
-                return Ok(Response::from_parts(parts, full(out)));
+                RawPass::Rewritten(out, st) => {
+                    count_restore(app, st);
+                    let usage = extract_usage_from_slice(&raw);
+                    return Ok(json_answer(parts, Bytes::from(out), usage, account));
+                }
+                RawPass::Fallback => {}
             }
         }
         let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&raw) else {
@@ -256,19 +253,12 @@ pub async fn respond(
         let usage = extract_usage(&v);
         let out = match protector {
             Some(p) => {
-                let st = p.restore_response(&mut v);
-                if st.failed > 0 {
-                    app.metrics.event("restore_failed");
-                }
+                count_restore(app, p.restore_response(&mut v));
                 Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
             }
             None => raw,
         };
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-        account.finish(usage, 0);
-        return Ok(Response::from_parts(parts, full(out)));
+        return Ok(json_answer(parts, out, usage, account));
     }
     let tee = Tee {
         inner: body,
@@ -277,6 +267,26 @@ pub async fn respond(
         account: Some(account),
     };
     Ok(Response::from_parts(parts, tee.boxed_unsync()))
+}
+
+/// A whole JSON answer the proxy may have rewritten: its length, its usage counted.
+fn json_answer(
+    mut parts: http::response::Parts,
+    out: Bytes,
+    usage: Option<Usage>,
+    account: Account,
+) -> Response<RespBody> {
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    account.finish(usage, 0);
+    Response::from_parts(parts, full(out))
+}
+
+fn count_restore(app: &App, st: crate::protect::RestoreStats) {
+    if st.failed > 0 {
+        app.metrics.event("restore_failed");
+    }
 }
 
 /// Reads a whole body of at most `limit` bytes.
