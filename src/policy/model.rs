@@ -211,6 +211,10 @@ pub struct RouteEntry {
     pub strategy: Strategy,
     /// Quality floor for `cheapest`.
     pub min_quality: Option<u32>,
+    /// Under `fastest`: how old a target's latency average may grow before one request
+    /// measures it again (default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprobe_after: Option<Dur>,
     /// Candidate targets.
     pub targets: Vec<RouteTarget>,
     /// Retry settings.

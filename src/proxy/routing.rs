@@ -17,11 +17,11 @@ use crate::audit::{AuditEvent, EventKind};
 use crate::error::{Code, ProxyError};
 use crate::openai::errors::normalize_error;
 use crate::openai::request::{ApiRoute, ParsedRequest};
-use crate::policy::model::{OnInvalid, RouteEntry};
+use crate::policy::model::{OnInvalid, RouteEntry, Strategy};
 use crate::policy::{Policy, Verdict};
 use crate::route::{
-    expected_cost, expected_output_tokens, rank, AttemptPlan, Candidate, Outcome, RetryPolicy,
-    Transition,
+    expected_cost, expected_output_tokens, rank, reprobe, AttemptPlan, Candidate, Outcome,
+    RetryPolicy, Transition, REPROBE_AFTER,
 };
 use crate::tls::client::BoxError;
 use crate::App;
@@ -101,7 +101,14 @@ pub async fn attempt(
             Candidate::for_target(t, open, cost, app.latency.get(&t.provider))
         })
         .collect();
-    let order = rank(r.route, &candidates, &mut rand::rng());
+    let mut order = rank(r.route, &candidates, &mut rand::rng());
+    if r.route.strategy == Strategy::Fastest {
+        let after = r.route.reprobe_after.map_or(REPROBE_AFTER, |d| d.0);
+        let targets = &r.route.targets;
+        reprobe(&mut order, |i| {
+            app.latency.claim_probe(&targets[i].provider, now, after)
+        });
+    }
     let retry = RetryPolicy::from_model(r.route.retry.as_ref());
     let mut plan = AttemptPlan::new(order, &retry);
     let mut last: Option<(String, serde_json::Value)> = None;

@@ -29,10 +29,10 @@ pub use breaker::{
     Attempt, Breaker, BreakerConfig, BreakerRegistry, BreakerState, CircuitState, OpenReason,
     Outcome, Transition,
 };
-pub use latency::{Ewma, LatencyRegistry};
+pub use latency::{Ewma, LatencyRegistry, REPROBE_AFTER};
 pub use matcher::{find_route, RouteRequest};
 pub use plan::AttemptPlan;
 pub use pricing::{expected_cost, expected_output_tokens, price_from_model};
 pub use retry::{Backoff, RetryPolicy};
-pub use strategy::{rank, Candidate};
+pub use strategy::{rank, reprobe, Candidate};
 pub use timing::{Anomaly, Metric, TimingSnapshot, TimingWatch};

@@ -8,7 +8,8 @@
 //!   cost goes after the priced ones.
 //! - `fastest`: targets by recent (EWMA) time to first byte, lowest first; targets with no
 //!   measurement yet go first, in order, so a new target gets measured instead of starving
-//!   behind a known one.
+//!   behind a known one. Then [`reprobe`] may move one target whose average has gone stale
+//!   to the front, so a target that was slow once is measured again.
 //!
 //! Targets whose circuit is open are skipped under every strategy; when all are, the order
 //! is empty and the caller answers 503 `all_targets_unavailable`.
@@ -99,6 +100,17 @@ pub fn rank_by<R: Rng + ?Sized>(
             });
             open
         }
+    }
+}
+
+/// For `fastest`, after [`rank`]: asks `claim` about the targets of `order`, leader first,
+/// until one is granted the re-probe of its stale average (`LatencyRegistry::claim_probe`),
+/// and moves that target to the front. At most one claim is granted per request; a granted
+/// leader stays where it is (it is tried anyway, and its sample now replaces the average).
+pub fn reprobe(order: &mut Vec<usize>, mut claim: impl FnMut(usize) -> bool) {
+    if let Some(k) = order.iter().position(|&i| claim(i)) {
+        let i = order.remove(k);
+        order.insert(0, i);
     }
 }
 

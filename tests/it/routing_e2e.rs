@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -806,6 +807,19 @@ async fn per_character_and_tiered_pricing_change_cheapests_choice() {
     assert_eq!(by(v), "primary");
 }
 
+/// Which mock answered one `fast` chat (its `--name`, echoed as `system_fingerprint`).
+async fn answered_by(c: &reqwest::Client, fault: Option<&str>) -> String {
+    let v: serde_json::Value = chat(c, "https://api.mock.test/v1", "fast", false, fault)
+        .await
+        .json()
+        .await
+        .expect("json");
+    v["system_fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 #[tokio::test]
 async fn fastest_moves_to_the_quicker_provider() {
     // The slow provider is slower by far more than a TLS handshake on a loaded machine
@@ -822,19 +836,43 @@ targets = [{ provider = "primary" }, { provider = "secondary" }]
     let c = proxy.client();
     let mut by = Vec::new();
     for _ in 0..8 {
-        let v: serde_json::Value = chat(&c, "https://api.mock.test/v1", "fast", false, None)
-            .await
-            .json()
-            .await
-            .expect("json");
-        by.push(
-            v["system_fingerprint"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
+        by.push(answered_by(&c, None).await);
     }
     assert!(by[3..].iter().all(|b| b == "secondary"), "{by:?}");
+}
+
+#[tokio::test]
+async fn fastest_measures_a_provider_that_was_slow_once_again() {
+    // primary answers in 60 ms throughout; secondary is fast except for one slow answer.
+    let t = two(&["--faults", "latency=60ms"], &[]);
+    let routes = r#"
+[[route]]
+name = "fast"
+match = { model = ["fast"] }
+strategy = "fastest"
+reprobe_after = "1s"
+targets = [{ provider = "primary" }, { provider = "secondary" }]
+"#;
+    let proxy = start(&t, routes);
+    let c = proxy.client();
+    let slow_secondary = Some("latency=600ms;mock=secondary");
+    // Unmeasured targets first, in the order written: secondary's first sample is slow.
+    assert_eq!(answered_by(&c, slow_secondary).await, "primary");
+    assert_eq!(answered_by(&c, slow_secondary).await, "secondary");
+    // That one sample ranks secondary behind primary; only the leader is tried ...
+    for _ in 0..2 {
+        assert_eq!(answered_by(&c, None).await, "primary");
+    }
+    // ... until secondary's average is older than reprobe_after: one request measures it
+    // again, its fast answer replaces the stale average, and secondary leads from then on.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut by = Vec::new();
+    for _ in 0..6 {
+        by.push(answered_by(&c, None).await);
+    }
+    assert!(by[2..].iter().all(|b| b == "secondary"), "{by:?}");
+    let secondary_probes = by[..2].iter().filter(|b| *b == "secondary").count();
+    assert_eq!(secondary_probes, 1, "{by:?}");
 }
 
 #[tokio::test]

@@ -139,6 +139,17 @@ fn strategy(cx: &mut Ctx<'_>, model: &PolicyFile, at: &FieldPath, r: &RouteEntry
         }
         Strategy::Fallback | Strategy::Fastest => {}
     }
+    if r.reprobe_after.is_some() && r.strategy != Strategy::Fastest {
+        cx.push(
+            at.clone().key("reprobe_after"),
+            format!(
+                "reprobe_after applies only to strategy \"fastest\"; route \"{}\" uses another",
+                r.name
+            ),
+            Some("remove reprobe_after, or set strategy = \"fastest\"".into()),
+        );
+    }
+    cx.positive(at.clone().key("reprobe_after"), r.reprobe_after);
 }
 
 fn matcher(cx: &mut Ctx<'_>, at: &FieldPath, r: &RouteEntry) {

@@ -223,6 +223,24 @@ fn route_mistakes() {
 }
 
 #[test]
+fn reprobe_after_belongs_to_fastest_and_is_positive() {
+    let d = tmp();
+    let text = "[[allow]]\nname = \"openai\"\nbase_url = \"https://api.openai.com/v1\"\n\n\
+                [[provider]]\nname = \"openai\"\nbase_url = \"https://api.openai.com/v1\"\napi_key = { env = \"OPENAI_API_KEY\" }\n\n\
+                [[route]]\nname = \"quick\"\nstrategy = \"fastest\"\nreprobe_after = \"2s\"\ntargets = [{ provider = \"openai\" }]\n\n\
+                [[route]]\nname = \"zero\"\nstrategy = \"fastest\"\nreprobe_after = \"0s\"\ntargets = [{ provider = \"openai\" }]\n\n\
+                [[route]]\nname = \"ordered\"\nreprobe_after = \"5s\"\ntargets = [{ provider = \"openai\" }]\n";
+    write(d.path(), "r.toml", text);
+    assert_eq!(
+        check(d.path()),
+        [
+            "r.toml:19:17: must be greater than zero",
+            "r.toml:24:17: reprobe_after applies only to strategy \"fastest\"; route \"ordered\" uses another",
+        ]
+    );
+}
+
+#[test]
 fn protect_mistakes() {
     let d = tmp();
     let loose = d.path().join("loose.key");

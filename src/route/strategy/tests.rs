@@ -203,6 +203,42 @@ async fn plans_per_strategy() {
     assert_eq!(firsts, [0, 1, 2]);
 }
 
+#[test]
+fn reprobe_moves_the_first_granted_target_to_the_front() {
+    let mut asked = Vec::new();
+    let mut order = vec![2, 0, 3, 1];
+    reprobe(&mut order, |i| {
+        asked.push(i);
+        false
+    });
+    assert_eq!(order, [2, 0, 3, 1], "nothing granted, nothing moves");
+    assert_eq!(asked, [2, 0, 3, 1]);
+
+    asked.clear();
+    reprobe(&mut order, |i| {
+        asked.push(i);
+        i == 3 || i == 1
+    });
+    assert_eq!(
+        order,
+        [3, 2, 0, 1],
+        "one target moves, the rest keep their order"
+    );
+    assert_eq!(asked, [2, 0, 3], "no claim after the granted one");
+
+    asked.clear();
+    reprobe(&mut order, |i| {
+        asked.push(i);
+        true
+    });
+    assert_eq!(order, [3, 2, 0, 1], "a granted leader stays first");
+    assert_eq!(asked, [3]);
+
+    let mut empty: Vec<usize> = Vec::new();
+    reprobe(&mut empty, |_| true);
+    assert!(empty.is_empty());
+}
+
 proptest::proptest! {
     /// Every strategy returns distinct admitted targets; all but `cheapest` return all.
     #[test]
