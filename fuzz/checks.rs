@@ -9,7 +9,9 @@
 use llm_egress::openai::errors::{is_retryable_upstream, normalize_error, MAX_UPSTREAM_COPY};
 use llm_egress::openai::request::{parse_request, ApiRoute, ParsedRequest};
 use llm_egress::openai::sse::{encode_data, encode_event, SseDecoder, SseFrame, SseTail};
-use llm_egress::openai::usage::{extract_usage, is_usage_only_chunk, StreamTracker};
+use llm_egress::openai::usage::{
+    extract_usage, extract_usage_from_slice, is_usage_only_chunk, StreamTracker,
+};
 use llm_egress::policy::load::{load_bytes, LoadedPolicy};
 use llm_egress::policy::validate::validate_loaded;
 use llm_egress::policy::PolicyError;
@@ -76,7 +78,11 @@ pub fn check_sse_decode(data: &[u8]) {
         chat.observe(payload);
         responses.observe(payload);
         if let Ok(json) = serde_json::from_str::<Value>(payload) {
-            let _ = extract_usage(&json);
+            assert_eq!(
+                extract_usage_from_slice(payload.as_bytes()),
+                extract_usage(&json),
+                "skimmed usage differs from the parsed document's"
+            );
             let _ = is_usage_only_chunk(&json);
             chat.observe_value(&json);
         }

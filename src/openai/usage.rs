@@ -9,6 +9,7 @@
 mod price;
 mod stream;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 pub use price::{cost, Price, Tier};
@@ -50,39 +51,123 @@ pub fn extract_usage(json: &Value) -> Option<Usage> {
     usage_object(usage)
 }
 
-/// [`extract_usage`] straight from a JSON body, without building the whole document:
-/// only the `usage` objects are materialized, everything else is skipped as it is read.
-/// Bodies the skimming pass cannot take (a `response` that is not an object, a repeated
-/// key) are parsed whole, so the answer is always the same as [`extract_usage`]'s.
+/// [`extract_usage`] straight from a JSON body, without building the document: the
+/// envelope and the usage object are read as borrowed slices of `body`, every other field
+/// is skipped as it is read, and nothing is allocated for a well-formed answer. Bodies the
+/// skimming pass cannot take (a `response` that is not an object, a repeated key) are
+/// parsed whole, so the answer is always the same as [`extract_usage`]'s.
 pub fn extract_usage_from_slice(body: &[u8]) -> Option<Usage> {
     #[derive(serde::Deserialize)]
-    struct Nested {
-        #[serde(default)]
-        usage: Option<Value>,
+    struct Nested<'a> {
+        #[serde(default, borrow)]
+        usage: Option<&'a RawValue>,
     }
     #[derive(serde::Deserialize)]
-    struct Envelope {
-        #[serde(default)]
-        usage: Option<Value>,
-        #[serde(default)]
-        response: Option<Nested>,
-        #[serde(default)]
-        x_groq: Option<Nested>,
+    struct Envelope<'a> {
+        #[serde(default, borrow)]
+        usage: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        response: Option<Nested<'a>>,
+        #[serde(default, borrow)]
+        x_groq: Option<Nested<'a>>,
     }
-    let Ok(e) = serde_json::from_slice::<Envelope>(body) else {
+    let Ok(e) = serde_json::from_slice::<Envelope<'_>>(body) else {
         return serde_json::from_slice::<Value>(body)
             .ok()
             .and_then(|v| extract_usage(&v));
     };
-    [
+    let usage = [
         e.usage,
         e.response.and_then(|n| n.usage),
         e.x_groq.and_then(|n| n.usage),
     ]
     .into_iter()
     .flatten()
-    .find(Value::is_object)
-    .and_then(|u| usage_object(&u))
+    .find(|u| is_object(u))?;
+    usage_fields(usage).unwrap_or_else(|| {
+        serde_json::from_str::<Value>(usage.get())
+            .ok()
+            .and_then(|u| usage_object(&u))
+    })
+}
+
+/// [`usage_object`] over the raw text of a usage object, reading only the fields it
+/// needs. `None` when this pass cannot take the object (a repeated key), so the caller
+/// parses it whole.
+fn usage_fields(usage: &RawValue) -> Option<Option<Usage>> {
+    #[derive(serde::Deserialize)]
+    struct Fields<'a> {
+        #[serde(default, borrow)]
+        prompt_tokens: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        input_tokens: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        completion_tokens: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        output_tokens: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        total_tokens: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        prompt_tokens_details: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        input_tokens_details: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        completion_tokens_details: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        output_tokens_details: Option<&'a RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Details<'a> {
+        #[serde(default, borrow)]
+        cached_tokens: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        reasoning_tokens: Option<&'a RawValue>,
+    }
+    let f: Fields<'_> = serde_json::from_str(usage.get()).ok()?;
+    // `usage[key][field]` for the first of two keys that holds a count; a details value
+    // that is not an object holds none.
+    let detail =
+        |holder: Option<&RawValue>, pick: fn(Details<'_>) -> Option<&RawValue>| match holder
+            .filter(|h| is_object(h))
+        {
+            None => Some(None),
+            Some(h) => serde_json::from_str(h.get())
+                .ok()
+                .map(|d| pick(d).and_then(count_raw)),
+        };
+    let cached = detail(f.prompt_tokens_details, |d| d.cached_tokens)?
+        .or(detail(f.input_tokens_details, |d| d.cached_tokens)?);
+    let reasoning = detail(f.completion_tokens_details, |d| d.reasoning_tokens)?
+        .or(detail(f.output_tokens_details, |d| d.reasoning_tokens)?);
+    let first = |a: Option<&RawValue>, b: Option<&RawValue>| {
+        a.and_then(count_raw).or_else(|| b.and_then(count_raw))
+    };
+    let Some(prompt_tokens) = first(f.prompt_tokens, f.input_tokens) else {
+        return Some(None);
+    };
+    let completion_tokens = first(f.completion_tokens, f.output_tokens).unwrap_or(0);
+    Some(Some(Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: f
+            .total_tokens
+            .and_then(count_raw)
+            .unwrap_or_else(|| prompt_tokens.saturating_add(completion_tokens)),
+        cached_tokens: cached,
+        reasoning_tokens: reasoning,
+    }))
+}
+
+/// Whether raw JSON text is an object.
+fn is_object(raw: &RawValue) -> bool {
+    raw.get().trim_start().starts_with('{')
+}
+
+/// [`count`] of raw JSON text.
+fn count_raw(raw: &RawValue) -> Option<u64> {
+    serde_json::from_str::<Value>(raw.get())
+        .ok()
+        .and_then(|v| count(&v))
 }
 
 fn usage_object(usage: &Value) -> Option<Usage> {
@@ -205,6 +290,12 @@ mod tests {
             Just(json!("7")),
             Just(Value::Null),
         ];
+        let details = prop_oneof![
+            count.clone().prop_map(|c| json!({ "cached_tokens": c })),
+            count
+                .clone()
+                .prop_map(|c| json!({ "reasoning_tokens": c, "audio_tokens": 1 })),
+        ];
         let usage = prop::collection::vec(
             (
                 prop::sample::select(vec![
@@ -213,11 +304,15 @@ mod tests {
                     "completion_tokens",
                     "output_tokens",
                     "total_tokens",
+                    "prompt_tokens_details",
+                    "input_tokens_details",
+                    "completion_tokens_details",
+                    "output_tokens_details",
                     "x",
                 ]),
-                count,
+                prop_oneof![3 => count, 1 => details],
             ),
-            0..5,
+            0..7,
         )
         .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()));
         let slot = prop_oneof![
@@ -247,6 +342,66 @@ mod tests {
         fn skimming_reads_the_same_usage_as_the_whole_document(body in body_with_usage()) {
             let raw = serde_json::to_vec(&body).unwrap_or_default();
             prop_assert_eq!(extract_usage_from_slice(&raw), extract_usage(&body));
+        }
+    }
+
+    /// Raw usage text with odd spacing and, for some, a repeated key (which no `Value`
+    /// serializes to): each listed key at most once, then maybe one key again.
+    fn raw_usage_text() -> impl Strategy<Value = String> {
+        let keys = vec![
+            "prompt_tokens",
+            "input_tokens",
+            "completion_tokens",
+            "output_tokens",
+            "total_tokens",
+            "prompt_tokens_details",
+            "input_tokens_details",
+            "completion_tokens_details",
+            "output_tokens_details",
+        ];
+        let value = prop::sample::select(vec![
+            "1",
+            "12.0",
+            "-1",
+            "\"7\"",
+            "null",
+            "{\"cached_tokens\":3}",
+            "{\"cached_tokens\":3,\"cached_tokens\":4}",
+            "{ \"reasoning_tokens\" : 2 }",
+            "{\"reasoning_tokens\":5,\"cached_tokens\":6}",
+        ]);
+        let fields = prop::sample::subsequence(keys, 0..=9)
+            .prop_shuffle()
+            .prop_flat_map(move |ks| {
+                let n = ks.len();
+                (Just(ks), prop::collection::vec(value.clone(), n..=n))
+            });
+        (
+            fields,
+            any::<bool>(),
+            any::<prop::sample::Index>(),
+            any::<bool>(),
+        )
+            .prop_map(|((ks, vs), repeat, which, spaced)| {
+                let sep = if spaced { " \n " } else { "" };
+                let mut kv: Vec<(&str, &str)> = ks.into_iter().zip(vs).collect();
+                if repeat && !kv.is_empty() {
+                    let (k, v) = kv[which.index(kv.len())];
+                    kv.push((k, if v == "1" { "2" } else { "1" }));
+                }
+                let fields: Vec<String> = kv
+                    .into_iter()
+                    .map(|(k, v)| format!("{sep}\"{k}\"{sep}:{sep}{v}"))
+                    .collect();
+                format!("{{\"id\":\"x\",\"usage\":{sep}{{{}}}}}", fields.join(","))
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn skimming_agrees_on_repeated_keys_and_spacing(text in raw_usage_text()) {
+            let whole: Value = serde_json::from_str(&text).unwrap_or_default();
+            prop_assert_eq!(extract_usage_from_slice(text.as_bytes()), extract_usage(&whole), "{}", text);
         }
     }
 
