@@ -807,6 +807,20 @@ async fn per_character_and_tiered_pricing_change_cheapests_choice() {
     assert_eq!(by(v), "primary");
 }
 
+/// A `fastest` route named `fast` over primary and secondary, with `extra` settings.
+fn fastest_route(extra: &str) -> String {
+    format!(
+        r#"
+[[route]]
+name = "fast"
+match = {{ model = ["fast"] }}
+strategy = "fastest"
+{extra}
+targets = [{{ provider = "primary" }}, {{ provider = "secondary" }}]
+"#
+    )
+}
+
 /// Which mock answered one `fast` chat (its `--name`, echoed as `system_fingerprint`).
 async fn answered_by(c: &reqwest::Client, fault: Option<&str>) -> String {
     let v: serde_json::Value = chat(c, "https://api.mock.test/v1", "fast", false, fault)
@@ -825,14 +839,7 @@ async fn fastest_moves_to_the_quicker_provider() {
     // The slow provider is slower by far more than a TLS handshake on a loaded machine
     // takes, so the quick one's first sample (which includes its handshake) stays lower.
     let t = two(&["--faults", "latency=300ms"], &[]);
-    let routes = r#"
-[[route]]
-name = "fast"
-match = { model = ["fast"] }
-strategy = "fastest"
-targets = [{ provider = "primary" }, { provider = "secondary" }]
-"#;
-    let proxy = start(&t, routes);
+    let proxy = start(&t, &fastest_route(""));
     let c = proxy.client();
     let mut by = Vec::new();
     for _ in 0..8 {
@@ -845,15 +852,7 @@ targets = [{ provider = "primary" }, { provider = "secondary" }]
 async fn fastest_measures_a_provider_that_was_slow_once_again() {
     // primary answers in 60 ms throughout; secondary is fast except for one slow answer.
     let t = two(&["--faults", "latency=60ms"], &[]);
-    let routes = r#"
-[[route]]
-name = "fast"
-match = { model = ["fast"] }
-strategy = "fastest"
-reprobe_after = "1s"
-targets = [{ provider = "primary" }, { provider = "secondary" }]
-"#;
-    let proxy = start(&t, routes);
+    let proxy = start(&t, &fastest_route("reprobe_after = \"1s\""));
     let c = proxy.client();
     let slow_secondary = Some("latency=600ms;mock=secondary");
     // Unmeasured targets first, in the order written: secondary's first sample is slow.
