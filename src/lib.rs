@@ -19,6 +19,7 @@ pub mod protect;
 pub mod proxy;
 pub mod reload;
 pub mod route;
+mod sparse;
 pub mod tls;
 pub mod tokens;
 pub mod toolcalls;

@@ -12,6 +12,8 @@ mod stream;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::sparse::{is_object, sparse_struct, Field};
+
 pub use price::{cost, Price, Tier};
 pub use stream::StreamTracker;
 
@@ -54,36 +56,39 @@ pub fn extract_usage(json: &Value) -> Option<Usage> {
 /// [`extract_usage`] straight from a JSON body, without building the document: the
 /// envelope and the usage object are read as borrowed slices of `body`, every other field
 /// is skipped as it is read, and nothing is allocated for a well-formed answer. Bodies the
-/// skimming pass cannot take (a `response` that is not an object, a repeated key) are
-/// parsed whole, so the answer is always the same as [`extract_usage`]'s.
+/// skimming pass cannot take (a repeated key it reads, bytes that are not JSON) are parsed
+/// whole, so the answer is always the same as [`extract_usage`]'s.
 pub fn extract_usage_from_slice(body: &[u8]) -> Option<Usage> {
-    #[derive(serde::Deserialize)]
-    struct Nested<'a> {
-        #[serde(default, borrow)]
-        usage: Option<&'a RawValue>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Envelope<'a> {
-        #[serde(default, borrow)]
-        usage: Option<&'a RawValue>,
-        #[serde(default, borrow)]
-        response: Option<Nested<'a>>,
-        #[serde(default, borrow)]
-        x_groq: Option<Nested<'a>>,
-    }
-    let Ok(e) = serde_json::from_slice::<Envelope<'_>>(body) else {
-        return serde_json::from_slice::<Value>(body)
+    sparse_struct!(Nested { usage });
+    sparse_struct!(
+        /// Where providers put usage: `usage`, `response.usage`, `x_groq.usage`.
+        Envelope { usage, response, x_groq }
+    );
+    let whole = || {
+        serde_json::from_slice::<Value>(body)
             .ok()
-            .and_then(|v| extract_usage(&v));
+            .and_then(|v| extract_usage(&v))
     };
-    let usage = [
-        e.usage,
-        e.response.and_then(|n| n.usage),
-        e.x_groq.and_then(|n| n.usage),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|u| is_object(u))?;
+    let Ok(e) = serde_json::from_slice::<Envelope<'_>>(body) else {
+        return whole();
+    };
+    /// `response.usage`, `x_groq.usage`: nothing when the holder is not an object;
+    /// `None` when a repeated key sends the body to the whole parse.
+    fn nested(holder: Field<'_>) -> Option<Field<'_>> {
+        match holder.filter(|h| is_object(h)) {
+            None => Some(None),
+            Some(h) => serde_json::from_str::<Nested<'_>>(h.get())
+                .ok()
+                .map(|n| n.usage),
+        }
+    }
+    let (Some(response), Some(x_groq)) = (nested(e.response), nested(e.x_groq)) else {
+        return whole();
+    };
+    let usage = [e.usage, response, x_groq]
+        .into_iter()
+        .flatten()
+        .find(|u| is_object(u))?;
     usage_fields(usage).unwrap_or_else(|| {
         serde_json::from_str::<Value>(usage.get())
             .ok()
@@ -95,34 +100,21 @@ pub fn extract_usage_from_slice(body: &[u8]) -> Option<Usage> {
 /// needs. `None` when this pass cannot take the object (a repeated key), so the caller
 /// parses it whole.
 fn usage_fields(usage: &RawValue) -> Option<Option<Usage>> {
-    #[derive(serde::Deserialize)]
-    struct Fields<'a> {
-        #[serde(default, borrow)]
-        prompt_tokens: Option<&'a RawValue>,
-        #[serde(default, borrow)]
-        input_tokens: Option<&'a RawValue>,
-        #[serde(default, borrow)]
-        completion_tokens: Option<&'a RawValue>,
-        #[serde(default, borrow)]
-        output_tokens: Option<&'a RawValue>,
-        #[serde(default, borrow)]
-        total_tokens: Option<&'a RawValue>,
-        #[serde(default, borrow)]
-        prompt_tokens_details: Option<&'a RawValue>,
-        #[serde(default, borrow)]
-        input_tokens_details: Option<&'a RawValue>,
-        #[serde(default, borrow)]
-        completion_tokens_details: Option<&'a RawValue>,
-        #[serde(default, borrow)]
-        output_tokens_details: Option<&'a RawValue>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Details<'a> {
-        #[serde(default, borrow)]
-        cached_tokens: Option<&'a RawValue>,
-        #[serde(default, borrow)]
-        reasoning_tokens: Option<&'a RawValue>,
-    }
+    sparse_struct!(Fields {
+        prompt_tokens,
+        input_tokens,
+        completion_tokens,
+        output_tokens,
+        total_tokens,
+        prompt_tokens_details,
+        input_tokens_details,
+        completion_tokens_details,
+        output_tokens_details,
+    });
+    sparse_struct!(Details {
+        cached_tokens,
+        reasoning_tokens
+    });
     let f: Fields<'_> = serde_json::from_str(usage.get()).ok()?;
     // `usage[key][field]` for the first of two keys that holds a count; a details value
     // that is not an object holds none.
@@ -139,9 +131,8 @@ fn usage_fields(usage: &RawValue) -> Option<Option<Usage>> {
         .or(detail(f.input_tokens_details, |d| d.cached_tokens)?);
     let reasoning = detail(f.completion_tokens_details, |d| d.reasoning_tokens)?
         .or(detail(f.output_tokens_details, |d| d.reasoning_tokens)?);
-    let first = |a: Option<&RawValue>, b: Option<&RawValue>| {
-        a.and_then(count_raw).or_else(|| b.and_then(count_raw))
-    };
+    let first =
+        |a: Field<'_>, b: Field<'_>| a.and_then(count_raw).or_else(|| b.and_then(count_raw));
     let Some(prompt_tokens) = first(f.prompt_tokens, f.input_tokens) else {
         return Some(None);
     };
@@ -156,11 +147,6 @@ fn usage_fields(usage: &RawValue) -> Option<Option<Usage>> {
         cached_tokens: cached,
         reasoning_tokens: reasoning,
     }))
-}
-
-/// Whether raw JSON text is an object.
-fn is_object(raw: &RawValue) -> bool {
-    raw.get().trim_start().starts_with('{')
 }
 
 /// [`count`] of raw JSON text.
@@ -281,6 +267,19 @@ mod tests {
         assert_eq!(extract_usage(&groq).map(|u| u.total_tokens), Some(2));
     }
 
+    /// Every key `usage_object` reads.
+    const USAGE_KEYS: [&str; 9] = [
+        "prompt_tokens",
+        "input_tokens",
+        "completion_tokens",
+        "output_tokens",
+        "total_tokens",
+        "prompt_tokens_details",
+        "input_tokens_details",
+        "completion_tokens_details",
+        "output_tokens_details",
+    ];
+
     /// Usage objects in the places providers put them, among arbitrary other fields.
     fn body_with_usage() -> impl Strategy<Value = Value> {
         let count = prop_oneof![
@@ -298,18 +297,7 @@ mod tests {
         ];
         let usage = prop::collection::vec(
             (
-                prop::sample::select(vec![
-                    "prompt_tokens",
-                    "input_tokens",
-                    "completion_tokens",
-                    "output_tokens",
-                    "total_tokens",
-                    "prompt_tokens_details",
-                    "input_tokens_details",
-                    "completion_tokens_details",
-                    "output_tokens_details",
-                    "x",
-                ]),
+                prop::sample::select([&USAGE_KEYS[..], &["x"]].concat()),
                 prop_oneof![3 => count, 1 => details],
             ),
             0..7,
@@ -348,17 +336,7 @@ mod tests {
     /// Raw usage text with odd spacing and, for some, a repeated key (which no `Value`
     /// serializes to): each listed key at most once, then maybe one key again.
     fn raw_usage_text() -> impl Strategy<Value = String> {
-        let keys = vec![
-            "prompt_tokens",
-            "input_tokens",
-            "completion_tokens",
-            "output_tokens",
-            "total_tokens",
-            "prompt_tokens_details",
-            "input_tokens_details",
-            "completion_tokens_details",
-            "output_tokens_details",
-        ];
+        let keys = USAGE_KEYS.to_vec();
         let value = prop::sample::select(vec![
             "1",
             "12.0",
@@ -407,9 +385,15 @@ mod tests {
 
     #[test]
     fn skimming_odd_bodies() {
-        let dup = br#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}"#;
-        let whole: Value = serde_json::from_slice(dup).unwrap_or_default();
-        assert_eq!(extract_usage_from_slice(dup), extract_usage(&whole));
+        for dup in [
+            &br#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}"#[..],
+            br#"{"response":{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}}"#,
+            br#"{"x_groq":{"usage":null},"x_groq":{"usage":{"prompt_tokens":5}}}"#,
+        ] {
+            let whole: Value = serde_json::from_slice(dup).unwrap_or_default();
+            assert!(extract_usage(&whole).is_some());
+            assert_eq!(extract_usage_from_slice(dup), extract_usage(&whole));
+        }
         assert_eq!(
             extract_usage_from_slice(br#"{"response":"text","usage":{"prompt_tokens":3}}"#)
                 .map(|u| u.prompt_tokens),

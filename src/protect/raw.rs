@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 
 use super::error::ProtectError;
 use super::{ChannelKind, ProtectStats, Protector, RestoreStats};
+use crate::sparse::{sparse_struct, Field};
 
 /// What a pass over the raw bytes did.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,20 +27,6 @@ pub enum RawPass<S> {
     Rewritten(Vec<u8>, S),
     /// A body this pass does not take: use the `Value` walkers.
     Fallback,
-}
-
-type Field<'a> = Option<&'a RawValue>;
-
-/// A struct of optional borrowed fields: the keys one walker reads in an object. Unknown
-/// keys are skipped; a repeated one is an error (and so a fallback).
-macro_rules! sparse_struct {
-    ($(#[$doc:meta])* $name:ident { $($field:ident),* $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Deserialize)]
-        struct $name<'a> {
-            $(#[serde(borrow)] $field: Field<'a>,)*
-        }
-    };
 }
 
 sparse_struct!(
