@@ -439,17 +439,7 @@ targets = [{ provider = "primary" }, { provider = "secondary" }]
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let mut by = Vec::new();
     for _ in 0..4 {
-        let v: serde_json::Value = chat(&c, "https://api.mock.test/v1", "smart", false, None)
-            .await
-            .json()
-            .await
-            .expect("json");
-        by.push(
-            v["system_fingerprint"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
+        by.push(answered_by(&c, "smart", None).await);
     }
     assert_eq!(by.last().map(String::as_str), Some("primary"), "{by:?}");
     let closed = proxy.audit_lines(1, |v| v["event"] == "circuit_closed");
@@ -736,62 +726,36 @@ async fn per_character_and_tiered_pricing_change_cheapests_choice() {
         ("PRIMARY_KEY", "sk-primary-key"),
         ("SECONDARY_KEY", "sk-secondary-key"),
     ];
-    let by = |v: serde_json::Value| {
-        v["system_fingerprint"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
-    // Per token 1.0 vs per character 0.5 (~2.0 per token at 4 chars/token): primary wins.
-    let p = priced_policy(
-        &t,
-        "pricing = { input_per_mtok = 1.0, output_per_mtok = 1.0 }",
-        "pricing = { input_per_mchar = 0.5, output_per_mchar = 0.5 }",
-    );
-    let proxy = Proxy::start_with_env(&p, &keys);
-    let c = proxy.client();
-    assert_eq!(
-        by(chat(&c, "https://api.mock.test/v1", "auto", false, None)
-            .await
-            .json()
-            .await
-            .expect("json")),
-        "primary"
-    );
-    drop(proxy);
-    // Per character 0.1 (~0.4 per token): now the secondary is cheaper.
-    let p = priced_policy(
-        &t,
-        "pricing = { input_per_mtok = 1.0, output_per_mtok = 1.0 }",
-        "pricing = { input_per_mchar = 0.1, output_per_mchar = 0.1 }",
-    );
-    let proxy = Proxy::start_with_env(&p, &keys);
-    let c = proxy.client();
-    assert_eq!(
-        by(chat(&c, "https://api.mock.test/v1", "auto", false, None)
-            .await
-            .json()
-            .await
-            .expect("json")),
-        "secondary"
-    );
-    drop(proxy);
+    let primary = "pricing = { input_per_mtok = 1.0, output_per_mtok = 1.0 }";
+    let cases = [
+        // Per token 1.0 vs per character 0.5 (~2.0 per token at 4 chars/token): primary wins.
+        (
+            "pricing = { input_per_mchar = 0.5, output_per_mchar = 0.5 }",
+            "primary",
+        ),
+        // Per character 0.1 (~0.4 per token): now the secondary is cheaper.
+        (
+            "pricing = { input_per_mchar = 0.1, output_per_mchar = 0.1 }",
+            "secondary",
+        ),
+    ];
+    for (secondary, expected) in cases {
+        let proxy = Proxy::start_with_env(&priced_policy(&t, primary, secondary), &keys);
+        assert_eq!(
+            answered_by(&proxy.client(), "auto", None).await,
+            expected,
+            "{secondary}"
+        );
+    }
     // A long-context tier: the secondary is cheaper for short prompts, dearer above 100 tokens.
     let p = priced_policy(
         &t,
-        "pricing = { input_per_mtok = 1.0, output_per_mtok = 1.0 }",
+        primary,
         "pricing = { input_per_mtok = 0.5, output_per_mtok = 0.5, tiers = [{ above_prompt_tokens = 100, input_per_mtok = 10.0, output_per_mtok = 10.0 }] }",
     );
     let proxy = Proxy::start_with_env(&p, &keys);
     let c = proxy.client();
-    assert_eq!(
-        by(chat(&c, "https://api.mock.test/v1", "auto", false, None)
-            .await
-            .json()
-            .await
-            .expect("json")),
-        "secondary"
-    );
+    assert_eq!(answered_by(&c, "auto", None).await, "secondary");
     let long = "word ".repeat(300);
     let v: serde_json::Value = c
         .post("https://api.mock.test/v1/chat/completions")
@@ -804,7 +768,7 @@ async fn per_character_and_tiered_pricing_change_cheapests_choice() {
         .json()
         .await
         .expect("json");
-    assert_eq!(by(v), "primary");
+    assert_eq!(v["system_fingerprint"], "primary");
 }
 
 /// A `fastest` route named `fast` over primary and secondary, with `extra` settings.
@@ -821,9 +785,9 @@ targets = [{{ provider = "primary" }}, {{ provider = "secondary" }}]
     )
 }
 
-/// Which mock answered one `fast` chat (its `--name`, echoed as `system_fingerprint`).
-async fn answered_by(c: &reqwest::Client, fault: Option<&str>) -> String {
-    let v: serde_json::Value = chat(c, "https://api.mock.test/v1", "fast", false, fault)
+/// Which mock answered one chat for `model` (its `--name`, echoed as `system_fingerprint`).
+async fn answered_by(c: &reqwest::Client, model: &str, fault: Option<&str>) -> String {
+    let v: serde_json::Value = chat(c, "https://api.mock.test/v1", model, false, fault)
         .await
         .json()
         .await
@@ -843,7 +807,7 @@ async fn fastest_moves_to_the_quicker_provider() {
     let c = proxy.client();
     let mut by = Vec::new();
     for _ in 0..8 {
-        by.push(answered_by(&c, None).await);
+        by.push(answered_by(&c, "fast", None).await);
     }
     assert!(by[3..].iter().all(|b| b == "secondary"), "{by:?}");
 }
@@ -856,18 +820,18 @@ async fn fastest_measures_a_provider_that_was_slow_once_again() {
     let c = proxy.client();
     let slow_secondary = Some("latency=600ms;mock=secondary");
     // Unmeasured targets first, in the order written: secondary's first sample is slow.
-    assert_eq!(answered_by(&c, slow_secondary).await, "primary");
-    assert_eq!(answered_by(&c, slow_secondary).await, "secondary");
+    assert_eq!(answered_by(&c, "fast", slow_secondary).await, "primary");
+    assert_eq!(answered_by(&c, "fast", slow_secondary).await, "secondary");
     // That one sample ranks secondary behind primary; only the leader is tried ...
     for _ in 0..2 {
-        assert_eq!(answered_by(&c, None).await, "primary");
+        assert_eq!(answered_by(&c, "fast", None).await, "primary");
     }
     // ... until secondary's average is older than reprobe_after: one request measures it
     // again, its fast answer replaces the stale average, and secondary leads from then on.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let mut by = Vec::new();
     for _ in 0..6 {
-        by.push(answered_by(&c, None).await);
+        by.push(answered_by(&c, "fast", None).await);
     }
     assert!(by[2..].iter().all(|b| b == "secondary"), "{by:?}");
     let secondary_probes = by[..2].iter().filter(|b| *b == "secondary").count();
