@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use llm_egress::cli::run::listening_addrs;
 
 /// How many output lines of a child are kept (the newest).
 const KEEP_LINES: usize = 2000;
@@ -325,17 +326,7 @@ impl Proxy {
             "1".into(),
         ];
         let mut proc = Proc::spawn(bin, &args, env)?;
-        let (addr, admin) = proc.wait_for("`llm-egress listening`", |l| {
-            let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            let f = &v["fields"];
-            if f["message"] != "llm-egress listening" {
-                return None;
-            }
-            Some((
-                f["proxy"].as_str()?.parse().ok()?,
-                f["admin"].as_str()?.parse().ok()?,
-            ))
-        })?;
+        let (addr, admin) = proc.wait_for("`llm-egress listening`", listening_addrs)?;
         Ok(Proxy {
             proc,
             addr,

@@ -43,6 +43,25 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8480";
 /// Default admin address.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:8481";
 
+/// The message of the log line that says the proxy is serving (its fields `proxy` and
+/// `admin` hold the bound addresses); see [`listening_addrs`].
+pub const LISTENING: &str = "llm-egress listening";
+
+/// The proxy and admin addresses of a JSON log line (`--log-format json`) announcing
+/// [`LISTENING`]; `None` for any other line. For supervisors and tests that start the
+/// binary on port 0.
+pub fn listening_addrs(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let f = &v["fields"];
+    if f["message"] != LISTENING {
+        return None;
+    }
+    Some((
+        f["proxy"].as_str()?.parse().ok()?,
+        f["admin"].as_str()?.parse().ok()?,
+    ))
+}
+
 /// Runs the proxy until SIGTERM / SIGINT.
 pub async fn run(opts: RunOptions) -> Result<()> {
     let running = start(opts, CancellationToken::new()).await?;
@@ -177,7 +196,7 @@ pub async fn start(opts: RunOptions, shutdown: CancellationToken) -> Result<Runn
         audit = %audit_path.display(),
         audit_seq = seq,
         audit_head = %head,
-        "llm-egress listening"
+        "{LISTENING}"
     );
     let serve = app
         .clone()

@@ -32,11 +32,7 @@ fn run_on_shipped_defaults_creates_a_strict_ca_and_serves() {
         .env("LLM_EGRESS_LISTEN", "127.0.0.1:0")
         .env("LLM_EGRESS_ADMIN", "127.0.0.1:0");
     let mut proc = Proc::spawn_cmd(cmd);
-    let admin: std::net::SocketAddr = proc.wait_for("listening", |l| {
-        let v: serde_json::Value = serde_json::from_str(l).ok()?;
-        (v["fields"]["message"] == "llm-egress listening")
-            .then(|| v["fields"]["admin"].as_str()?.parse().ok())?
-    });
+    let (_, admin) = proc.wait_for("listening", listening_addrs);
     let certs = work.path().join("certs");
     let key_mode = std::fs::metadata(certs.join("ca.key"))
         .expect("ca.key")

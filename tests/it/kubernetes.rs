@@ -249,15 +249,7 @@ fn the_sidecars_command_line_serves_with_a_secret_mode_ca_and_refuses_a_world_re
     chmod(0o440);
     let args = pod_args(&s, tmp.path());
     let mut proc = Proc::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
-    let (proxy, admin): (std::net::SocketAddr, std::net::SocketAddr) =
-        proc.wait_for("listening", |l| {
-            let v: Value = serde_json::from_str(l).ok()?;
-            let f = &v["fields"];
-            (f["message"] == "llm-egress listening").then_some((
-                f["proxy"].as_str()?.parse().ok()?,
-                f["admin"].as_str()?.parse().ok()?,
-            ))
-        });
+    let (proxy, admin) = proc.wait_for("listening", listening_addrs);
     let curl = |args: &[&str]| {
         let out = Command::new("curl").args(args).output().unwrap();
         String::from_utf8_lossy(&out.stdout).to_string()

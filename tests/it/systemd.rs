@@ -97,11 +97,7 @@ fn the_units_command_line_runs_the_proxy_with_the_notify_protocol() {
 
     assert!(next_notify(&notify, 30).contains("READY=1"));
     // Ready means serving: the admin port answers at once.
-    let admin: std::net::SocketAddr = proc.wait_for("listening line", |l| {
-        let v: serde_json::Value = serde_json::from_str(l).ok()?;
-        (v["fields"]["message"] == "llm-egress listening")
-            .then(|| v["fields"]["admin"].as_str()?.parse().ok())?
-    });
+    let (_, admin) = proc.wait_for("listening line", listening_addrs);
     let ready = Command::new("curl")
         .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
         .arg(format!("http://{admin}/readyz"))

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use llm_egress::cli::run::listening_addrs;
 use llm_egress::mock_provider::pki::{ca_params, leaf_params};
 use rcgen::{CertifiedIssuer, KeyPair};
 
@@ -339,17 +340,7 @@ impl Proxy {
             "5",
         ]);
         let mut proc = Proc::spawn_cmd(cmd);
-        let (addr, admin) = proc.wait_for("proxy listening", |l| {
-            let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            let f = &v["fields"];
-            if f["message"] != "llm-egress listening" {
-                return None;
-            }
-            Some((
-                f["proxy"].as_str()?.parse().ok()?,
-                f["admin"].as_str()?.parse().ok()?,
-            ))
-        });
+        let (addr, admin) = proc.wait_for("proxy listening", listening_addrs);
         Proxy {
             proc,
             addr,
