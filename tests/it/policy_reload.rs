@@ -18,6 +18,18 @@ async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
+/// Waits until `GET /v1/models` through the proxy answers `status`.
+async fn models_status_becomes(c: &reqwest::Client, status: u16) {
+    eventually(&format!("models endpoint answering {status}"), async || {
+        c.get("https://api.mock.test/v1/models")
+            .send()
+            .await
+            .map(|r| r.status() == status)
+            .unwrap_or(false)
+    })
+    .await;
+}
+
 fn two_entry_policy(pki: &Pki, mock: std::net::SocketAddr, with_models: bool) -> String {
     let mut p = format!(
         "[upstream]\nextra_roots = [\"{}\"]\nresolve = {{ \"api.mock.test:443\" = \"{mock}\" }}\n\n[[allow]]\nname = \"chat\"\nbase_url = \"https://api.mock.test/v1/chat\"\n",
@@ -47,14 +59,7 @@ async fn removing_and_adding_an_endpoint_applies_to_existing_connections() {
     );
     let file = proxy.policy_dir.join("00.toml");
     std::fs::write(&file, two_entry_policy(&pki, mock.addr, false)).expect("write");
-    eventually("models endpoint blocked", async || {
-        c.get("https://api.mock.test/v1/models")
-            .send()
-            .await
-            .map(|r| r.status() == 403)
-            .unwrap_or(false)
-    })
-    .await;
+    models_status_becomes(&c, 403).await;
     // Chat still flows on the same connection.
     let r = c
         .post("https://api.mock.test/v1/chat/completions")
@@ -64,14 +69,7 @@ async fn removing_and_adding_an_endpoint_applies_to_existing_connections() {
         .expect("send");
     assert_eq!(r.status(), 200);
     std::fs::write(&file, two_entry_policy(&pki, mock.addr, true)).expect("write");
-    eventually("models endpoint allowed again", async || {
-        c.get("https://api.mock.test/v1/models")
-            .send()
-            .await
-            .map(|r| r.status() == 200)
-            .unwrap_or(false)
-    })
-    .await;
+    models_status_becomes(&c, 200).await;
     let loaded = proxy.audit_lines(3, |v| v["event"] == "policy_loaded");
     assert!(loaded.len() >= 3, "startup + two reloads: {loaded:?}");
     let (_, ready) = proxy.admin_get("/readyz");

@@ -80,27 +80,31 @@ async fn http2_to_the_proxy_works() {
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
 }
 
-#[test]
-fn curl_json_and_stream() {
-    let (_pki, _mock, proxy) = setup("");
-    let ca = proxy.ca();
-    let body = chat_body("curl says hi", false).to_string();
-    let out = Command::new("curl")
+/// curl (with `flags`) POSTs `body` to the mock's chat completions through `proxy`,
+/// trusting the proxy's CA.
+fn curl_chat(proxy: &Proxy, flags: &str, body: &serde_json::Value) -> std::process::Output {
+    Command::new("curl")
         .args([
-            "-sS",
+            flags,
             "--fail-with-body",
             "-x",
             &proxy.url(),
             "--cacert",
-            ca.to_str().expect("utf8"),
+            proxy.ca().to_str().expect("utf8"),
             "-H",
             "content-type: application/json",
             "-d",
-            &body,
+            &body.to_string(),
             "https://api.mock.test/v1/chat/completions",
         ])
         .output()
-        .expect("curl");
+        .expect("curl")
+}
+
+#[test]
+fn curl_json_and_stream() {
+    let (_pki, _mock, proxy) = setup("");
+    let out = curl_chat(&proxy, "-sS", &chat_body("curl says hi", false));
     assert!(
         out.status.success(),
         "{}",
@@ -112,23 +116,7 @@ fn curl_json_and_stream() {
         .unwrap_or_default()
         .contains("curl says hi"));
 
-    let body = chat_body("streamed by curl", true).to_string();
-    let out = Command::new("curl")
-        .args([
-            "-sSN",
-            "--fail-with-body",
-            "-x",
-            &proxy.url(),
-            "--cacert",
-            ca.to_str().expect("utf8"),
-            "-H",
-            "content-type: application/json",
-            "-d",
-            &body,
-            "https://api.mock.test/v1/chat/completions",
-        ])
-        .output()
-        .expect("curl");
+    let out = curl_chat(&proxy, "-sSN", &chat_body("streamed by curl", true));
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
