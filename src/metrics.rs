@@ -1,7 +1,9 @@
 //! Prometheus metrics (admin `/metrics`). Labels are low-cardinality by construction:
 //! status classes, error codes, and names that come from the policy.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -27,7 +29,18 @@ pub struct Metrics {
     cost: Family<CostLabels, Counter<f64, AtomicU64>>,
     events: Family<Labels, Counter>,
     protected: Family<[(&'static str, String); 1], Counter>,
+    /// The usage series by provider, then model: a request finds its counters by `&str`
+    /// instead of building the owned label set of each series.
+    usage_series: RwLock<HashMap<String, HashMap<String, UsageSeries>>>,
     total: AtomicU64,
+}
+
+/// The counters of one `(provider, model)`: handles to the series in the families.
+struct UsageSeries {
+    prompt: Counter,
+    completion: Counter,
+    /// Made on the first cost, so a provider without prices shows no cost series.
+    cost: OnceLock<Counter<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -103,6 +116,7 @@ impl Metrics {
             tokens,
             cost,
             events,
+            usage_series: RwLock::default(),
             total: AtomicU64::new(0),
         }
     }
@@ -146,23 +160,53 @@ impl Metrics {
         completion: u64,
         cost: Option<f64>,
     ) {
-        for (kind, n) in [("prompt", prompt), ("completion", completion)] {
+        self.with_usage_series(provider, model, |s| {
+            s.prompt.inc_by(prompt);
+            s.completion.inc_by(completion);
+            if let Some(c) = cost {
+                s.cost
+                    .get_or_init(|| {
+                        self.cost
+                            .get_or_create(&[
+                                ("provider", provider.to_owned()),
+                                ("model", model.to_owned()),
+                            ])
+                            .clone()
+                    })
+                    .inc_by(c);
+            }
+        });
+    }
+
+    /// Runs `f` on the counters of `(provider, model)`, made on first use. Both labels are
+    /// bounded by the policy (provider and rule names, the models it names or `other`).
+    fn with_usage_series(&self, provider: &str, model: &str, f: impl FnOnce(&UsageSeries)) {
+        {
+            let read = self.usage_series.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = read.get(provider).and_then(|m| m.get(model)) {
+                return f(s);
+            }
+        }
+        let token = |kind: &str| {
             self.tokens
                 .get_or_create(&[
                     ("provider", provider.to_owned()),
                     ("model", model.to_owned()),
                     ("kind", kind.to_owned()),
                 ])
-                .inc_by(n);
-        }
-        if let Some(c) = cost {
-            self.cost
-                .get_or_create(&[
-                    ("provider", provider.to_owned()),
-                    ("model", model.to_owned()),
-                ])
-                .inc_by(c);
-        }
+                .clone()
+        };
+        let mut write = self.usage_series.write().unwrap_or_else(|e| e.into_inner());
+        let s = write
+            .entry(provider.to_owned())
+            .or_default()
+            .entry(model.to_owned())
+            .or_insert_with(|| UsageSeries {
+                prompt: token("prompt"),
+                completion: token("completion"),
+                cost: OnceLock::new(),
+            });
+        f(s)
     }
 
     /// Spans protected by a detector.
@@ -195,5 +239,54 @@ impl Metrics {
             None => out.push_str(extra),
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, prefix: &str, labels: &[&str]) -> Option<&'a str> {
+        text.lines()
+            .find(|l| l.starts_with(prefix) && labels.iter().all(|x| l.contains(x)))
+    }
+
+    #[test]
+    fn usage_adds_up_per_provider_and_model() {
+        let m = Metrics::new();
+        m.usage("a", "gpt-x", 3, 5, None);
+        m.usage("a", "gpt-x", 10, 20, Some(0.5));
+        m.usage("a", "other", 1, 1, None);
+        m.usage("b", "gpt-x", 7, 0, Some(0.25));
+        let t = m.render("");
+        let tok = |p: &str, model: &str, kind: &str| {
+            let l = line(
+                &t,
+                "llm_egress_tokens_total{",
+                &[
+                    &format!("provider=\"{p}\""),
+                    &format!("model=\"{model}\""),
+                    &format!("kind=\"{kind}\""),
+                ],
+            )
+            .unwrap_or_else(|| panic!("no series {p} {model} {kind} in\n{t}"));
+            l.rsplit(' ').next().unwrap().to_owned()
+        };
+        assert_eq!(tok("a", "gpt-x", "prompt"), "13");
+        assert_eq!(tok("a", "gpt-x", "completion"), "25");
+        assert_eq!(tok("a", "other", "prompt"), "1");
+        assert_eq!(tok("b", "gpt-x", "prompt"), "7");
+        let cost = |p: &str, model: &str| {
+            line(
+                &t,
+                "llm_egress_cost_total{",
+                &[&format!("provider=\"{p}\""), &format!("model=\"{model}\"")],
+            )
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+        };
+        assert_eq!(cost("a", "gpt-x").as_deref(), Some("0.5"));
+        assert_eq!(cost("b", "gpt-x").as_deref(), Some("0.25"));
+        // No price, no cost series.
+        assert_eq!(cost("a", "other"), None);
     }
 }

@@ -351,9 +351,17 @@ impl Policy {
         }
     }
 
+    /// [`Policy::model_label`] for an owned model name, without copying it.
+    pub fn model_label_owned(&self, model: Option<String>) -> std::borrow::Cow<'static, str> {
+        match model {
+            Some(m) if self.model_labels.contains(&m) => std::borrow::Cow::Owned(m),
+            _ => std::borrow::Cow::Borrowed("other"),
+        }
+    }
+
     /// The rule for a `CONNECT host:port` (an `https` host), if any entry covers it.
     pub fn connect_rule(&self, host: &str, port: u16) -> Option<&HostRule> {
-        self.hosts.get(&(true, host.to_owned(), port))
+        self.hosts.get(&(true, host, port) as &dyn HostKey)
     }
 
     /// Matches a normalized URL and method against the allowlist.
@@ -365,7 +373,7 @@ impl Policy {
         path: &str,
         method: &Method,
     ) -> Verdict<'_> {
-        let Some(rule) = self.hosts.get(&(https, host.to_owned(), port)) else {
+        let Some(rule) = self.hosts.get(&(https, host, port) as &dyn HostKey) else {
             return Verdict::NotAllowed;
         };
         let mut method_miss = None;
@@ -385,6 +393,46 @@ impl Policy {
         }
     }
 }
+
+/// A key of [`Policy::hosts`], owned or borrowed: the index is looked up with the
+/// request's `&str` host, without copying it into a `String` per request.
+trait HostKey {
+    fn parts(&self) -> (bool, &str, u16);
+}
+
+impl HostKey for (bool, String, u16) {
+    fn parts(&self) -> (bool, &str, u16) {
+        (self.0, &self.1, self.2)
+    }
+}
+
+impl HostKey for (bool, &str, u16) {
+    fn parts(&self) -> (bool, &str, u16) {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn HostKey + 'a> for (bool, String, u16) {
+    fn borrow(&self) -> &(dyn HostKey + 'a) {
+        self
+    }
+}
+
+// Hash and Eq agree with the owned tuple's: `(bool, &str, u16)` hashes as
+// `(bool, String, u16)` does.
+impl std::hash::Hash for dyn HostKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.parts().hash(h);
+    }
+}
+
+impl PartialEq for dyn HostKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn HostKey + '_ {}
 
 /// Parses a dotted path like `allow[2].roots[0]` into a [`FieldPath`] for the locator.
 pub fn field_path(s: &str) -> super::locate::FieldPath {

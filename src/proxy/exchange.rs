@@ -5,7 +5,6 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::error::{Code, ProxyError};
@@ -73,19 +72,15 @@ pub async fn parse(
             return Err(too_large(max_body));
         }
     }
-    let bytes = Limited::new(body, max_body as usize)
-        .collect()
+    let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
+    let bytes = super::body::collect(body, limit)
         .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                too_large(max_body)
-            } else {
+        .map_err(|e| match e {
+            super::body::CollectError::TooLarge => too_large(max_body),
+            super::body::CollectError::Read(_) => {
                 ProxyError::new(Code::BadRequest, "the request body could not be read")
             }
-        })?
-        .to_bytes();
+        })?;
     let mut parsed = parse_request_bytes(route, bytes).map_err(|e| {
         ProxyError::new(
             Code::InvalidRequestJson,
@@ -117,7 +112,9 @@ pub async fn parse(
     }
     // The original bytes unless a step changed the body.
     let out = parsed.to_bytes();
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    if !states_length(headers, out.len()) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    }
     headers.remove(header::TRANSFER_ENCODING);
     // The response body will be read (usage, stream checks): ask for it uncompressed.
     headers.insert(
@@ -170,9 +167,47 @@ fn protect(
     result.map_err(|e| failed(&e))
 }
 
+/// The request already says `Content-Length: len`, written the canonical way.
+fn states_length(headers: &HeaderMap, len: usize) -> bool {
+    let mut found = headers.get_all(header::CONTENT_LENGTH).iter();
+    match (found.next(), found.next()) {
+        (Some(v), None) => {
+            let b = v.as_bytes();
+            !b.is_empty()
+                && (b == b"0" || b[0] != b'0')
+                && b.iter().all(u8::is_ascii_digit)
+                && v.to_str().ok().and_then(|s| s.parse::<usize>().ok()) == Some(len)
+        }
+        _ => false,
+    }
+}
+
 fn too_large(max: u64) -> ProxyError {
     ProxyError::new(
         Code::RequestTooLarge,
         format!("request body is larger than max_request_body ({max} bytes)"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_length_is_kept_only_when_it_is_exactly_the_length() {
+        let with = |vals: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in vals {
+                h.append(header::CONTENT_LENGTH, HeaderValue::from_static(v));
+            }
+            h
+        };
+        assert!(states_length(&with(&["70"]), 70));
+        assert!(states_length(&with(&["0"]), 0));
+        assert!(!states_length(&with(&["71"]), 70));
+        assert!(!states_length(&with(&["070"]), 70));
+        assert!(!states_length(&with(&["+70"]), 70));
+        assert!(!states_length(&with(&["70", "70"]), 70));
+        assert!(!states_length(&with(&[]), 70));
+    }
 }

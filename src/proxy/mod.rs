@@ -1,5 +1,6 @@
 //! The proxy port: listener → CONNECT handling → the per-request pipeline.
 
+pub mod body;
 pub mod connect;
 pub mod exchange;
 pub mod headers;

@@ -2,14 +2,15 @@
 //! (PRODUCT.md §5): authority check → normalize → allowlist → forward → stream back.
 //! Later steps (parse, protect, route, validate) slot in between without reordering.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -54,14 +55,18 @@ pub struct Ctx {
     pub origin: Origin,
 }
 
-/// What is known about a request so far, for audit lines.
+/// `x-request-id`, as a header name built once (a `&str` key is copied per insert).
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What is known about a request so far, for audit lines. Borrows what it can from the
+/// connection and the policy: the strings of an audit event are only made when one is.
 #[derive(Default)]
-struct Info {
-    method: String,
+struct Info<'a> {
+    method: Method,
     url: Option<String>,
-    host: Option<String>,
+    host: Option<Cow<'a, str>>,
     port: Option<u16>,
-    rule: Option<String>,
+    rule: Option<&'a str>,
 }
 
 /// Handles one request end to end; never fails (errors become OpenAI-shaped responses).
@@ -71,18 +76,18 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
     let started = Instant::now();
-    let rid = request_id(&req);
+    let rid_value = request_id(&req);
+    let rid = rid_value.to_str().unwrap_or("invalid");
     let policy = app.policy.load_full();
     let mut info = Info {
-        method: req.method().to_string(),
+        method: req.method().clone(),
         ..Info::default()
     };
-    let result = forward(&app, &policy, &ctx, req, &rid, &mut info).await;
+    let result = forward(&app, &policy, &ctx, req, &rid_value, &mut info).await;
     let resp = match result {
         Ok(mut resp) => {
-            if let Ok(v) = HeaderValue::from_str(&rid) {
-                resp.headers_mut().insert("x-request-id", v);
-            }
+            resp.headers_mut()
+                .insert(X_REQUEST_ID.clone(), rid_value.clone());
             app.metrics
                 .request(resp.status().as_u16(), started.elapsed());
             resp
@@ -95,7 +100,7 @@ pub async fn handle(
                     Some(e.code),
                     &ctx,
                     &info,
-                    &rid,
+                    rid,
                     None,
                 ));
             } else if e.code.is_block() {
@@ -104,12 +109,12 @@ pub async fn handle(
                     Some(e.code),
                     &ctx,
                     &info,
-                    &rid,
+                    rid,
                     e.detail.as_deref().cloned(),
                 ));
             }
             tracing::info!(code = e.code.as_str(), request_id = %rid, host = info.host.as_deref().unwrap_or(""), "refused: {}", e.message);
-            e.response::<Full<Bytes>>(&rid)
+            e.response::<Full<Bytes>>(rid)
                 .map(|b| b.map_err(|never| match never {}).boxed_unsync())
         }
     };
@@ -128,39 +133,44 @@ fn event(
         event: kind,
         reason: code.map(|c| c.as_str().to_owned()),
         client: Some(ctx.peer.to_string()),
-        method: Some(info.method.clone()),
+        method: Some(info.method.to_string()),
         url: info.url.clone(),
-        host: info.host.clone(),
+        host: info.host.as_deref().map(str::to_owned),
         port: info.port,
-        rule: info.rule.clone(),
+        rule: info.rule.map(str::to_owned),
         request_id: Some(rid.to_owned()),
         detail,
     }
 }
 
-/// The client's `x-request-id` if it is a sane token, else a new one.
-fn request_id<B>(req: &Request<B>) -> String {
-    if let Some(v) = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-    {
-        if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
-            return v.to_owned();
+/// The client's `x-request-id` if it is a sane token, else a new one (`req_` and 32 hex
+/// digits). A header value, so that it goes into the upstream request and the answer
+/// without being copied again; always visible ASCII, so `to_str` cannot fail.
+fn request_id<B>(req: &Request<B>) -> HeaderValue {
+    if let Some(v) = req.headers().get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic) {
+            return v.clone();
         }
     }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let r: u128 = rand::random();
-    format!("req_{:032x}", r)
+    let mut id = *b"req_00000000000000000000000000000000";
+    for (i, d) in id[4..].iter_mut().enumerate() {
+        *d = HEX[((r >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("invalid"))
 }
 
-async fn forward(
+async fn forward<'a>(
     app: &Arc<App>,
-    policy: &Policy,
-    ctx: &Ctx,
+    policy: &'a Policy,
+    ctx: &'a Ctx,
     req: Request<Incoming>,
-    rid: &str,
-    info: &mut Info,
+    rid_value: &HeaderValue,
+    info: &mut Info<'a>,
 ) -> Result<Response<RespBody>, ProxyError> {
+    let rid = rid_value.to_str().unwrap_or("invalid");
     let (mut parts, body) = req.into_parts();
     let gateway = matches!(ctx.origin, Origin::Gateway);
     // Step 2 (first half): normalize the path; refuse ambiguous framing.
@@ -179,10 +189,9 @@ async fn forward(
         .map(str::to_owned);
     strip_hop_by_hop(&mut parts.headers);
     strip_control(&mut parts.headers);
-    parts.headers.insert(
-        "x-request-id",
-        HeaderValue::from_str(rid).unwrap_or(HeaderValue::from_static("invalid")),
-    );
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), rid_value.clone());
     let api = ApiRoute::from_path(&path);
     let mut ex = Exchange::default();
     // Step 1 + 2: where the client sent it, and whether that is allowed. In gateway mode
@@ -213,7 +222,7 @@ async fn forward(
         let (endpoint, rule) = match policy.check(https, &host, port, &path, &parts.method) {
             Verdict::Allowed(e, r) => (e, r),
             Verdict::MethodNotAllowed(e) => {
-                info.rule = Some(e.name.clone());
+                info.rule = Some(&e.name);
                 return Err(ProxyError::new(
                     Code::MethodNotAllowed,
                     format!("{} is not allowed for {}", parts.method, e.name),
@@ -226,14 +235,17 @@ async fn forward(
                 ))
             }
         };
-        info.rule = Some(endpoint.name.clone());
-        ex.provider = endpoint.name.clone();
-        Some((https, host, port, scheme, authority, rule))
+        info.rule = Some(&endpoint.name);
+        Some((https, host, port, scheme, authority, rule, endpoint))
     };
     // Step 3 + 4: parse the body of known OpenAI routes and protect it.
     let provider = direct
         .as_ref()
         .and_then(|(https, host, port, ..)| policy.provider_for(*https, host, *port, &path));
+    // Metrics label: the provider's name (set by the parse step), else the allow rule's.
+    if let (None, Some((.., endpoint))) = (provider, &direct) {
+        ex.provider = endpoint.name.clone();
+    }
     let (body, mut parsed) = exchange::parse(
         policy.protector.as_deref(),
         &parts.method,
@@ -259,14 +271,14 @@ async fn forward(
             },
         );
         if let Some((_, route)) = found {
-            info.rule = Some(route.name.clone());
+            info.rule = Some(&route.name);
             let routed = routing::Routed {
                 route,
                 api,
                 method: parts.method.clone(),
                 query: parts.uri.query().map(str::to_owned),
                 headers: parts.headers.clone(),
-                client_host: direct.as_ref().map(|d| d.1.clone()),
+                client_host: direct.as_ref().map(|d| d.1.to_string()),
                 stream: ex.stream,
                 rid: rid.to_owned(),
             };
@@ -278,7 +290,7 @@ async fn forward(
             return respond(app, policy, ctx, info, rid, ex, won.resp).await;
         }
     }
-    let Some((_, host, _, scheme, authority, rule)) = direct else {
+    let Some((_, host, _, scheme, authority, rule, _)) = direct else {
         return Err(no_route(&path));
     };
     // Step 6: forward the normalized URL over the pooled client.
@@ -288,7 +300,7 @@ async fn forward(
     };
     parts.uri = Uri::builder()
         .scheme(scheme)
-        .authority(authority.as_str())
+        .authority(authority)
         .path_and_query(pq)
         .build()
         .map_err(|e| ProxyError::new(Code::InvalidUrl, e.to_string()))?;
@@ -320,23 +332,26 @@ async fn respond(
     app: &Arc<App>,
     policy: &Policy,
     ctx: &Ctx,
-    info: &Info,
+    info: &Info<'_>,
     rid: &str,
-    ex: Exchange,
+    mut ex: Exchange,
     resp: Response<RespBody>,
 ) -> Result<Response<RespBody>, ProxyError> {
-    let base = event(EventKind::Allowed, None, ctx, info, rid, None);
+    // The fields of an audit line are made only when this exchange may write one: an
+    // `allowed` line (`log_allowed`) or a tool-call refusal.
+    let base = (policy.log_allowed || policy.tool_calls.is_some())
+        .then(|| event(EventKind::Allowed, None, ctx, info, rid, None));
     let tool_check = policy
         .tool_calls
         .as_ref()
-        .map(|t| (Arc::new(ex.tools.clone()), t.on_invalid));
+        .map(|t| (Arc::new(std::mem::take(&mut ex.tools)), t.on_invalid));
     let account = Account {
         app: app.clone(),
-        provider: ex.provider.clone(),
-        model: policy.model_label(ex.model.as_deref()).to_owned(),
-        price: ex.price.clone(),
+        provider: std::mem::take(&mut ex.provider),
+        model: policy.model_label_owned(ex.model.take()),
+        price: ex.price.take(),
         prompt_chars: ex.prompt_chars,
-        allowed: policy.log_allowed.then(|| base.clone()),
+        allowed: base.as_ref().filter(|_| policy.log_allowed).cloned(),
     };
     for (d, n) in &ex.protected {
         app.metrics.protected(d, *n);
@@ -398,13 +413,22 @@ fn bracket(host: &str) -> String {
 }
 
 /// Works out `(https, host, port)` and enforces CONNECT / Host / `:authority` agreement.
-fn target(
-    ctx: &Ctx,
+fn target<'a>(
+    ctx: &'a Ctx,
     uri: &Uri,
     headers: &http::HeaderMap,
-) -> Result<(bool, String, u16), ProxyError> {
+) -> Result<(bool, Cow<'a, str>, u16), ProxyError> {
     match &ctx.origin {
         Origin::Inspect { host, port } => {
+            // The common case first: the client names the CONNECT host exactly as it was
+            // normalized, so there is nothing to parse or lower-case.
+            let stated = match uri.authority() {
+                Some(a) => Some(a.as_str()),
+                None => headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+            };
+            if stated.is_some_and(|s| names_exactly(s, host, *port)) {
+                return Ok((true, Cow::Borrowed(host), *port));
+            }
             // HTTP/2 carries :authority in the URI; HTTP/1.1 carries Host.
             let (h, p) = match uri.authority() {
                 Some(a) => (a.host().to_owned(), a.port_u16()),
@@ -426,7 +450,7 @@ fn target(
                     format!("request authority {h} does not match the CONNECT host {host}:{port}"),
                 ));
             }
-            Ok((true, host.clone(), *port))
+            Ok((true, Cow::Borrowed(host), *port))
         }
         Origin::Absolute => {
             let https = match uri.scheme_str() {
@@ -441,11 +465,27 @@ fn target(
                 .map_err(|e| ProxyError::new(Code::InvalidUrl, e.to_string()))?;
             Ok((
                 https,
-                h,
+                Cow::Owned(h),
                 a.port_u16().unwrap_or(if https { 443 } else { 80 }),
             ))
         }
         Origin::Gateway => Err(no_route(uri.path())),
+    }
+}
+
+/// `authority` is `host` (port 443) or `host:port`, written exactly so, with `host`
+/// already normalized: what the slow path would accept after parsing and normalizing.
+fn names_exactly(authority: &str, host: &str, port: u16) -> bool {
+    if host.contains(':') {
+        // An IPv6 literal: bracketed in the header, so only the slow path can compare it.
+        return false;
+    }
+    match authority.strip_prefix(host) {
+        Some("") => port == 443,
+        Some(rest) => rest.strip_prefix(':').is_some_and(|p| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse() == Ok(port)
+        }),
+        None => false,
     }
 }
 
@@ -476,5 +516,78 @@ fn upstream_error(host: &str, e: &hyper_util::client::legacy::Error) -> ProxyErr
             Code::UpstreamUnreachable,
             format!("upstream {host} failed: {e}"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What the slow path of [`target`] accepts for a CONNECT to `host:port`.
+    fn slow_accepts(authority: &str, host: &str, port: u16) -> bool {
+        split_host_port(authority).is_ok_and(|(h, p)| {
+            normalize_host(&h).is_ok_and(|h| h == host) && p.unwrap_or(443) == port
+        })
+    }
+
+    #[test]
+    fn exact_authorities_take_the_fast_path() {
+        assert!(names_exactly("api.openai.com", "api.openai.com", 443));
+        assert!(names_exactly("api.openai.com:443", "api.openai.com", 443));
+        assert!(names_exactly("mock.test:8443", "mock.test", 8443));
+        assert!(!names_exactly("api.openai.com", "api.openai.com", 8443));
+        assert!(!names_exactly("api.openai.com:8443", "api.openai.com", 443));
+        assert!(!names_exactly("api.openai.com.evil", "api.openai.com", 443));
+        assert!(!names_exactly("api.openai.com:", "api.openai.com", 443));
+        assert!(!names_exactly("api.openai.com:+443", "api.openai.com", 443));
+        assert!(!names_exactly("API.openai.com", "api.openai.com", 443));
+        assert!(!names_exactly("::1:443", "::1", 443));
+        // The slow path still takes what normalizes to the CONNECT host.
+        assert!(slow_accepts("API.openai.com.:443", "api.openai.com", 443));
+    }
+
+    #[test]
+    fn generated_request_ids_are_tokens() {
+        let req = Request::new(());
+        let a = request_id(&req);
+        let b = request_id(&req);
+        let s = a.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert!(s.starts_with("req_"));
+        assert!(s[4..]
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, b);
+        let mut sent = Request::new(());
+        sent.headers_mut()
+            .insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&sent), "abc-123");
+        sent.headers_mut()
+            .insert("x-request-id", HeaderValue::from_static("has space"));
+        assert!(request_id(&sent).to_str().unwrap().starts_with("req_"));
+    }
+
+    proptest! {
+        /// The fast path never accepts what the slow path would refuse.
+        #[test]
+        fn fast_path_agrees_with_the_slow_path(
+            host in "[a-z0-9.:-]{1,12}",
+            port in prop_oneof![Just(443u16), Just(8443u16), any::<u16>()],
+            suffix in prop_oneof![
+                Just(String::new()),
+                Just(":443".to_owned()),
+                Just(":8443".to_owned()),
+                "[:0-9+]{0,7}",
+            ],
+            upper in any::<bool>(),
+        ) {
+            prop_assume!(normalize_host(&host).is_ok_and(|h| h == host));
+            let shown = if upper { host.to_ascii_uppercase() } else { host.clone() };
+            let authority = format!("{shown}{suffix}");
+            if names_exactly(&authority, &host, port) {
+                prop_assert!(slow_accepts(&authority, &host, port), "{authority} {host}:{port}");
+            }
+        }
     }
 }

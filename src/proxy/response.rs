@@ -7,12 +7,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::Response;
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 
+use super::body::Kept;
 use super::exchange::Exchange;
 use super::pipeline::RespBody;
 use super::sse_body::{SseBody, StreamEnd};
@@ -41,7 +42,7 @@ pub struct Account {
     /// Provider label.
     pub provider: String,
     /// Bounded model label.
-    pub model: String,
+    pub model: std::borrow::Cow<'static, str>,
     /// Pricing.
     pub price: Option<crate::openai::usage::Price>,
     /// Prompt characters (per-character pricing).
@@ -96,7 +97,8 @@ pub async fn respond(
     tool_check: Option<(Arc<Vec<crate::openai::request::ToolDecl>>, OnInvalid)>,
     protector: Option<Arc<crate::protect::Protector>>,
     account: Account,
-    audit_base: AuditEvent,
+    // Made by the caller whenever tool calls are checked or allowed requests logged.
+    audit_base: Option<AuditEvent>,
     resp: Response<RespBody>,
 ) -> Result<Response<RespBody>, ProxyError> {
     let (mut parts, body) = resp.into_parts();
@@ -108,9 +110,14 @@ pub async fn respond(
     let ctype = parts
         .headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
+    let ctype_is = |prefix: &str| {
+        ctype
+            .get(..prefix.len())
+            .is_some_and(|c| c.eq_ignore_ascii_case(prefix.as_bytes()))
+    };
+    let (sse, json) = (ctype_is("text/event-stream"), ctype_is("application/json"));
     let encoded = parts
         .headers
         .get(header::CONTENT_ENCODING)
@@ -124,6 +131,7 @@ pub async fn respond(
         } else {
             raw
         };
+        let ctype = String::from_utf8_lossy(ctype).to_ascii_lowercase();
         let normalized = normalize_error(parts.status.as_u16(), Some(&ctype), &raw);
         let bytes = Bytes::from(serde_json::to_vec(&normalized).unwrap_or_default());
         parts.headers.remove(header::CONTENT_ENCODING);
@@ -142,11 +150,11 @@ pub async fn respond(
         account.finish(None, 0);
         return Ok(Response::from_parts(parts, body));
     }
-    if ctype.starts_with("text/event-stream") {
+    if sse {
         let checker = tool_check.map(|(d, mode)| {
             let c = StreamToolCheck::new(d, app.tool_schemas.clone());
             if mode == OnInvalid::Log {
-                let (aud, base) = (app.auditor.clone(), audit_base.clone());
+                let (aud, base) = (app.auditor.clone(), audit_base.clone().unwrap_or_default());
                 c.log_only(Box::new(move |msg: &str| {
                     aud.record(AuditEvent {
                         event: EventKind::ToolCallInvalid,
@@ -173,7 +181,7 @@ pub async fn respond(
                             event: EventKind::ToolCallInvalid,
                             reason: Some(Code::ToolCallInvalid.as_str().into()),
                             detail: Some(serde_json::json!({ "error": msg })),
-                            ..audit_base
+                            ..audit_base.unwrap_or_default()
                         });
                     }
                     StreamEnd::Complete => {}
@@ -193,7 +201,7 @@ pub async fn respond(
         );
         return Ok(Response::from_parts(parts, body.boxed_unsync()));
     }
-    if !ctype.starts_with("application/json") {
+    if !json {
         account.finish(None, 0);
         return Ok(Response::from_parts(parts, body));
     }
@@ -239,7 +247,7 @@ pub async fn respond(
                     event: EventKind::ToolCallInvalid,
                     reason: Some(Code::ToolCallInvalid.as_str().into()),
                     detail: Some(serde_json::json!({ "error": msg, "action": if logged { "logged" } else { "rejected" } })),
-                    ..audit_base
+                    ..audit_base.unwrap_or_default()
                 });
                 if !logged {
                     account.finish(extract_usage(&v), 0);
@@ -262,7 +270,7 @@ pub async fn respond(
     }
     let tee = Tee {
         inner: body,
-        buf: BytesMut::new(),
+        kept: Kept::default(),
         overflow: false,
         account: Some(account),
     };
@@ -290,18 +298,8 @@ fn count_restore(app: &App, st: crate::protect::RestoreStats) {
 }
 
 /// Reads a whole body of at most `limit` bytes.
-async fn collect_limited(mut body: RespBody, limit: usize) -> Result<Bytes, ()> {
-    let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| ())?;
-        if let Some(d) = frame.data_ref() {
-            if buf.len() + d.len() > limit {
-                return Err(());
-            }
-            buf.extend_from_slice(d);
-        }
-    }
-    Ok(buf.freeze())
+async fn collect_limited(body: RespBody, limit: usize) -> Result<Bytes, ()> {
+    super::body::collect(body, limit).await.map_err(|_| ())
 }
 
 fn full(b: Bytes) -> RespBody {
@@ -321,7 +319,8 @@ fn decompress(raw: &[u8]) -> Option<Bytes> {
 /// Passes a JSON body through while keeping a copy; reads usage when it ends.
 struct Tee {
     inner: RespBody,
-    buf: BytesMut,
+    /// The pieces so far (a one-piece answer is kept by reference, not copied).
+    kept: Kept,
     overflow: bool,
     account: Option<Account>,
 }
@@ -332,7 +331,7 @@ impl Tee {
             let usage = if self.overflow {
                 None
             } else {
-                extract_usage_from_slice(&self.buf)
+                extract_usage_from_slice(self.kept.as_slice())
             };
             a.finish(usage, 0);
         }
@@ -357,8 +356,8 @@ impl Body for Tee {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
-                    if this.buf.len() + d.len() <= MAX_TEE {
-                        this.buf.extend_from_slice(d);
+                    if this.kept.len() + d.len() <= MAX_TEE {
+                        this.kept.push(d.clone());
                     } else {
                         this.overflow = true;
                     }
