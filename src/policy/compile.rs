@@ -61,6 +61,8 @@ pub struct HostRule {
     pub client: UpstreamClient,
     /// Hash of the TLS settings and address policy: the pool key.
     pub client_key: String,
+    /// The authority of upstream URLs to this host (made once: a request's URL shares it).
+    pub authority: http::uri::Authority,
 }
 
 /// The outcome of matching a request against the allowlist.
@@ -207,7 +209,8 @@ impl Policy {
                 .port_or_known_default()
                 .unwrap_or(if https { 443 } else { 80 });
             let mut prefix = normalize_path(url.path())
-                .map_err(|e| err(format!("{path}.base_url"), e.to_string()))?;
+                .map_err(|e| err(format!("{path}.base_url"), e.to_string()))?
+                .into_owned();
             while prefix.len() > 1 && prefix.ends_with('/') {
                 prefix.pop();
             }
@@ -277,6 +280,10 @@ impl Policy {
                             .into_client()
                     }
                 };
+                let authority = http::uri::Authority::try_from(crate::proxy::url::authority(
+                    https, &host, port,
+                ))
+                .map_err(|e| err(format!("{path}.base_url"), e.to_string()))?;
                 hosts.insert(
                     key.clone(),
                     HostRule {
@@ -285,6 +292,8 @@ impl Policy {
                         addr,
                         client,
                         client_key,
+                        // Shared from the start, so cloning it per request copies nothing.
+                        authority: authority.clone(),
                     },
                 );
             }
@@ -498,7 +507,9 @@ fn providers(model: &PolicyFile) -> Result<Vec<ProviderInfo>, CompileError> {
         let https = url.scheme() == "https";
         let host = normalize_host(url.host_str().unwrap_or_default())
             .map_err(|e| err(&path, e.to_string()))?;
-        let mut prefix = normalize_path(url.path()).map_err(|e| err(&path, e.to_string()))?;
+        let mut prefix = normalize_path(url.path())
+            .map_err(|e| err(&path, e.to_string()))?
+            .into_owned();
         while prefix.len() > 1 && prefix.ends_with('/') {
             prefix.pop();
         }

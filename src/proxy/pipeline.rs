@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -213,13 +214,14 @@ async fn forward<'a>(
         info.host = Some(host.clone());
         info.port = Some(port);
         let scheme = if https { "https" } else { "http" };
-        let authority = if port == if https { 443 } else { 80 } {
-            bracket(&host)
-        } else {
-            format!("{}:{port}", bracket(&host))
+        let verdict = policy.check(https, &host, port, &path, &parts.method);
+        // An allowed host's authority was made when the policy was compiled.
+        let authority = match &verdict {
+            Verdict::Allowed(_, rule) => Cow::Borrowed(rule.authority.as_str()),
+            _ => Cow::Owned(super::url::authority(https, &host, port)),
         };
         info.url = Some(format!("{scheme}://{authority}{path}"));
-        let (endpoint, rule) = match policy.check(https, &host, port, &path, &parts.method) {
+        let (endpoint, rule) = match verdict {
             Verdict::Allowed(e, r) => (e, r),
             Verdict::MethodNotAllowed(e) => {
                 info.rule = Some(&e.name);
@@ -236,7 +238,7 @@ async fn forward<'a>(
             }
         };
         info.rule = Some(&endpoint.name);
-        Some((https, host, port, scheme, authority, rule, endpoint))
+        Some((https, host, port, scheme, rule, endpoint))
     };
     // Step 3 + 4: parse the body of known OpenAI routes and protect it.
     let provider = direct
@@ -290,20 +292,30 @@ async fn forward<'a>(
             return respond(app, policy, ctx, info, rid, ex, won.resp).await;
         }
     }
-    let Some((_, host, _, scheme, authority, rule, _)) = direct else {
+    let Some((_, host, _, scheme, rule, _)) = direct else {
         return Err(no_route(&path));
     };
-    // Step 6: forward the normalized URL over the pooled client.
-    let pq = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
+    // Step 6: forward the normalized URL over the pooled client. A path that was already
+    // normal goes out as the client's own bytes (shared, not copied).
+    let bad_url = |e: &dyn std::fmt::Display| ProxyError::new(Code::InvalidUrl, e.to_string());
+    let pq = match path {
+        Cow::Borrowed(_) => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or(PathAndQuery::from_static("/")),
+        Cow::Owned(p) => PathAndQuery::try_from(match parts.uri.query() {
+            Some(q) => format!("{p}?{q}"),
+            None => p,
+        })
+        .map_err(|e| bad_url(&e))?,
     };
     parts.uri = Uri::builder()
         .scheme(scheme)
-        .authority(authority)
+        .authority(rule.authority.clone())
         .path_and_query(pq)
         .build()
-        .map_err(|e| ProxyError::new(Code::InvalidUrl, e.to_string()))?;
+        .map_err(|e| bad_url(&e))?;
     parts.version = Version::HTTP_11;
     let up_body = match body {
         exchange::Body::Stream(b) => b.map_err(BoxError::from).boxed_unsync(),
@@ -402,14 +414,6 @@ fn models_list(policy: &Policy) -> Response<RespBody> {
         HeaderValue::from_static("application/json"),
     );
     r
-}
-
-fn bracket(host: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    }
 }
 
 /// Works out `(https, host, port)` and enforces CONNECT / Host / `:authority` agreement.

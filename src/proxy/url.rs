@@ -7,6 +7,7 @@
 //! dot segments (`%2e%2e`) are refused: different servers disagree on what they mean.
 //! Empty segments (`//`) are kept as they are.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 /// Why a URL was refused.
@@ -101,7 +102,7 @@ fn segment(raw: &str, out: &mut String) -> Result<bool, UrlError> {
 }
 
 /// Normalizes a request path (without its query).
-pub fn normalize_path(raw: &str) -> Result<String, UrlError> {
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, UrlError> {
     if !raw.starts_with('/') {
         return Err(UrlError::NotAbsolute);
     }
@@ -112,7 +113,7 @@ pub fn normalize_path(raw: &str) -> Result<String, UrlError> {
             .bytes()
             .all(|b| b > 0x20 && b < 0x7f && b != b'\\' && b != b'#')
     {
-        return Ok(raw.to_owned());
+        return Ok(Cow::Borrowed(raw));
     }
     let mut stack: Vec<String> = Vec::new();
     let parts: Vec<&str> = raw[1..].split('/').collect();
@@ -143,7 +144,22 @@ pub fn normalize_path(raw: &str) -> Result<String, UrlError> {
     if trailing_slash || out.is_empty() {
         out.push('/');
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
+}
+
+/// The authority of a URL to `host:port`: IPv6 literals in brackets, the scheme's default
+/// port left out.
+pub fn authority(https: bool, host: &str, port: u16) -> String {
+    let h = if host.contains(':') {
+        Cow::Owned(format!("[{host}]"))
+    } else {
+        Cow::Borrowed(host)
+    };
+    if port == if https { 443 } else { 80 } {
+        h.into_owned()
+    } else {
+        format!("{h}:{port}")
+    }
 }
 
 /// True when `path` lies under `prefix` on a segment boundary (`/v1x` is not under `/v1`).
@@ -162,6 +178,21 @@ pub fn under_prefix(path: &str, prefix: &str) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_normal_path_is_borrowed_and_authorities_bracket_ipv6() {
+        assert!(matches!(
+            normalize_path("/v1/chat/completions"),
+            Ok(Cow::Borrowed(_))
+        ));
+        assert!(matches!(normalize_path("/v1/./models"), Ok(Cow::Owned(_))));
+        assert_eq!(authority(true, "api.openai.com", 443), "api.openai.com");
+        assert_eq!(authority(true, "api.openai.com", 80), "api.openai.com:80");
+        assert_eq!(authority(false, "localhost", 80), "localhost");
+        assert_eq!(authority(false, "localhost", 11434), "localhost:11434");
+        assert_eq!(authority(true, "::1", 443), "[::1]");
+        assert_eq!(authority(true, "::1", 8443), "[::1]:8443");
+    }
 
     #[test]
     fn normalizes() {

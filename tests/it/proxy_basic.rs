@@ -240,6 +240,41 @@ async fn allowlist_is_judged_on_the_normalized_url() {
         "only the allowed request reached the provider: {seen:?}"
     );
     assert_eq!(seen[0]["path"], "/v1/models");
+    // Sent raw: a path the proxy rewrites keeps its query; a normal one goes out as sent.
+    for (path, upstream) in [
+        (
+            "/v1/chat/../models?limit=2&a=%41",
+            "/v1/models?limit=2&a=%41",
+        ),
+        ("/v1/%6dodels?x=1", "/v1/models?x=1"),
+        ("/v1/models?after=m-1&b=%7E", "/v1/models?after=m-1&b=%7E"),
+        ("/v1/models", "/v1/models"),
+    ] {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--path-as-is",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-x",
+                &proxy.url(),
+                "--cacert",
+                proxy.ca().to_str().expect("utf8"),
+                &format!("https://api.mock.test{path}"),
+            ])
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{path}");
+        let seen = mock.requests(&pki.root_pem);
+        assert_eq!(seen.last().expect("recorded")["path"], upstream, "{path}");
+        assert_eq!(
+            seen.last().expect("recorded")["authority"],
+            serde_json::Value::Null,
+            "origin-form upstream: {path}"
+        );
+    }
     let blocked = proxy.audit_lines(7, |v| v["event"] == "blocked");
     assert_eq!(blocked.len(), 7);
     assert!(blocked.iter().all(|b| b["request_id"].is_string()));
