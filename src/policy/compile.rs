@@ -63,6 +63,9 @@ pub struct HostRule {
     pub client_key: String,
     /// The authority of upstream URLs to this host (made once: a request's URL shares it).
     pub authority: http::uri::Authority,
+    /// The `Host` header of HTTP/1.1 requests to this host, made once, when the upstream
+    /// speaks only HTTP/1.1 (with `[upstream] http2` the client sets it per connection).
+    pub host_header: Option<http::HeaderValue>,
 }
 
 /// The outcome of matching a request against the allowlist.
@@ -294,6 +297,14 @@ impl Policy {
                         client_key,
                         // Shared from the start, so cloning it per request copies nothing.
                         authority: authority.clone(),
+                        host_header: match upstream.http2 {
+                            true => None,
+                            // Owned by a shared buffer: each request's copy is a count.
+                            false => http::HeaderValue::from_maybe_shared(
+                                bytes::Bytes::from_owner(authority.as_str().to_owned()),
+                            )
+                            .ok(),
+                        },
                     },
                 );
             }

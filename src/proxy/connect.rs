@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 
+use super::cancel::Cancellable;
 use super::pipeline::{self, Ctx, Origin};
 use super::rewind::Rewind;
 use super::url::normalize_host;
@@ -149,9 +150,9 @@ async fn inspect(
         .keep_alive_interval(Some(limits.idle_timeout / 2));
     let conn = builder.serve_connection(TokioIo::new(tls), svc);
     tokio::pin!(conn);
-    let res = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stopping.cancelled() => {
+    let res = match Cancellable::new(conn.as_mut(), stopping).await {
+        Some(r) => r,
+        None => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

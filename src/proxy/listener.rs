@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::cancel::Cancellable;
 use super::connect;
 use super::pipeline::{self, Ctx, Origin};
 use super::rewind::Rewind;
@@ -52,10 +53,8 @@ pub async fn serve_until(
         let app = app.clone();
         let kill = kill.clone();
         tracker.spawn(async move {
-            tokio::select! {
-                _ = connection(app, stream, peer) => {}
-                _ = kill.cancelled() => {}
-            }
+            // Ends with the connection, or cuts it when `kill` fires.
+            let _ = Cancellable::new(Box::pin(connection(app, stream, peer)), kill).await;
             drop(permit);
         });
     }
@@ -128,12 +127,11 @@ async fn plain_http(app: Arc<App>, stream: Rewind<TcpStream>, peer: std::net::So
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_size.max(8192))
         .keep_alive(true);
-    let stopping = app_stop;
     let conn = b.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
-    let res = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stopping.cancelled() => {
+    let res = match Cancellable::new(conn.as_mut(), app_stop).await {
+        Some(r) => r,
+        None => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

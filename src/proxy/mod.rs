@@ -1,6 +1,7 @@
 //! The proxy port: listener → CONNECT handling → the per-request pipeline.
 
 pub mod body;
+pub mod cancel;
 pub mod connect;
 pub mod exchange;
 pub mod headers;

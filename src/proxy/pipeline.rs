@@ -316,6 +316,10 @@ async fn forward<'a>(
         .path_and_query(pq)
         .build()
         .map_err(|e| bad_url(&e))?;
+    // What the client library would set from the URI, made once per host.
+    if let Some(h) = &rule.host_header {
+        parts.headers.insert(header::HOST, h.clone());
+    }
     parts.version = Version::HTTP_11;
     let up_body = match body {
         exchange::Body::Stream(b) => b.map_err(BoxError::from).boxed_unsync(),

@@ -250,6 +250,53 @@ async fn sigterm_drains_an_open_stream_then_exits() {
     assert!(proxy.proc.output().contains("audit log flushed"));
 }
 
+#[tokio::test]
+async fn sigterm_cuts_a_stream_that_outlives_the_drain_deadline() {
+    let pki = Pki::new(&["api.mock.test"]);
+    // 8 words at 3 s each: far longer than the test proxy's 5 s drain.
+    let mock = Mock::start_tls(&pki.chain, &pki.key, &["--chunk-delay-ms", "3000"]);
+    let mut proxy = Proxy::start(&mock_policy(&pki, mock.addr, ""));
+    let c = proxy.client();
+    let mut resp = c
+        .post("https://api.mock.test/v1/chat/completions")
+        .json(&chat_body("a b c d e f g h", true))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let first = resp.chunk().await.expect("first chunk").expect("some body");
+    assert!(!first.is_empty());
+    let signalled = Instant::now();
+    proxy.proc.signal(libc::SIGTERM);
+    // The connection is cut at the deadline: the body ends (with an error) long before the
+    // stream would have, and the process exits.
+    let rest = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut text = String::new();
+        while let Ok(Some(c)) = resp.chunk().await {
+            text.push_str(&String::from_utf8_lossy(&c));
+        }
+        text
+    })
+    .await
+    .expect("the cut stream ended");
+    assert!(!rest.contains("[DONE]"), "the stream was not cut: {rest}");
+    let status = loop {
+        if let Some(s) = proxy.proc.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(15),
+            "proxy did not exit after the drain deadline"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(4),
+        "cut before the drain deadline"
+    );
+    assert!(status.success());
+}
+
 #[test]
 fn mock_provider_workers_share_one_record() {
     let pki = Pki::new(&["api.mock.test"]);

@@ -269,11 +269,23 @@ async fn allowlist_is_judged_on_the_normalized_url() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{path}");
         let seen = mock.requests(&pki.root_pem);
         assert_eq!(seen.last().expect("recorded")["path"], upstream, "{path}");
+        let last = seen.last().expect("recorded");
         assert_eq!(
-            seen.last().expect("recorded")["authority"],
+            last["authority"],
             serde_json::Value::Null,
             "origin-form upstream: {path}"
         );
+        let hosts: Vec<_> = last["headers"]
+            .as_array()
+            .expect("headers")
+            .iter()
+            .filter(|h| {
+                h[0].as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case("host"))
+            })
+            .collect();
+        assert_eq!(hosts.len(), 1, "one Host header: {last}");
+        assert_eq!(hosts[0][1], "api.mock.test", "{path}");
     }
     let blocked = proxy.audit_lines(7, |v| v["event"] == "blocked");
     assert_eq!(blocked.len(), 7);
