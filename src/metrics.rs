@@ -122,7 +122,7 @@ impl Metrics {
     }
 
     /// A response came back from upstream.
-    pub fn request(&self, status: u16, _elapsed: Duration) {
+    pub fn request(&self, status: u16) {
         let class = match status {
             100..=199 => "1xx",
             200..=299 => "2xx",

@@ -76,7 +76,6 @@ pub async fn handle(
     ctx: Arc<Ctx>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
-    let started = Instant::now();
     let rid_value = request_id(&req);
     let rid = rid_value.to_str().unwrap_or("invalid");
     let policy = app.policy.load_full();
@@ -89,8 +88,7 @@ pub async fn handle(
         Ok(mut resp) => {
             resp.headers_mut()
                 .insert(X_REQUEST_ID.clone(), rid_value.clone());
-            app.metrics
-                .request(resp.status().as_u16(), started.elapsed());
+            app.metrics.request(resp.status().as_u16());
             resp
         }
         Err(e) => {
