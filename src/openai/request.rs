@@ -73,6 +73,9 @@ pub struct ParsedRequest {
     /// The declared tools, read on first use.
     tools: OnceLock<Vec<ToolDecl>>,
     modified: bool,
+    /// Where the `model` value lies in `raw` while it can be spliced (one `model` key,
+    /// the map not built).
+    model_span: Option<(usize, usize)>,
 }
 
 impl PartialEq for ParsedRequest {
@@ -197,6 +200,7 @@ impl ParsedRequest {
             declares_tools: skim.declares_tools,
             tools: OnceLock::new(),
             modified: false,
+            model_span: skim.model_span,
         }
     }
 
@@ -297,6 +301,8 @@ impl ParsedRequest {
         }
         self.raw = raw;
         self.body = OnceLock::new();
+        // The rewrite may have moved the model's bytes.
+        self.model_span = None;
         true
     }
 
@@ -307,13 +313,29 @@ impl ParsedRequest {
         !self.raw.is_empty()
     }
 
-    /// Whether the body was changed since parsing; if not, forward the original bytes.
+    /// Whether the body map was changed since parsing; if not, [`Self::to_bytes`] gives the
+    /// bytes as read (or with only the model's value spliced in, see [`Self::set_model`]).
     pub fn is_modified(&self) -> bool {
         self.modified
     }
 
-    /// Replaces the `model` (keeping its position among the keys).
+    /// Replaces the `model` (keeping its position among the keys). While the body is still
+    /// the bytes as read, only the model's value is spliced in them: the rest goes out
+    /// byte for byte, and no map is built.
     pub fn set_model(&mut self, model: &str) {
+        if let (Some((start, end)), false, None) = (self.model_span, self.modified, self.body.get())
+        {
+            // A string's JSON encoding cannot fail.
+            let quoted = serde_json::to_string(model).unwrap_or_default();
+            let mut out = Vec::with_capacity(self.raw.len() - (end - start) + quoted.len());
+            out.extend_from_slice(&self.raw[..start]);
+            out.extend_from_slice(quoted.as_bytes());
+            out.extend_from_slice(&self.raw[end..]);
+            self.raw = Bytes::from(out);
+            self.model_span = Some((start, start + quoted.len()));
+            self.model = Some(model.to_owned());
+            return;
+        }
         if let Some(body) = self.map_mut() {
             body.insert("model".to_owned(), Value::String(model.to_owned()));
             self.model = Some(model.to_owned());

@@ -74,9 +74,18 @@ pub async fn attempt(
     parsed: &mut ParsedRequest,
 ) -> Result<Won, ProxyError> {
     let client_model = parsed.model().map(str::to_owned);
-    let tokens = crate::tokens::estimate(parsed);
-    let chars = parsed.prompt_chars() as u64;
-    let out_tokens = expected_output_tokens(parsed.max_output_tokens());
+    // The prompt is estimated (a walk of the messages, a tokenizer when one is loaded) only
+    // for a route with a priced target: nothing else reads the estimate.
+    let mut estimate = None;
+    let mut prompt_estimate = || {
+        *estimate.get_or_insert_with(|| {
+            (
+                crate::tokens::estimate(parsed),
+                parsed.prompt_chars() as u64,
+                expected_output_tokens(parsed.max_output_tokens()),
+            )
+        })
+    };
     let now = tokio::time::Instant::now();
     let providers: Vec<_> = r
         .route
@@ -94,9 +103,10 @@ pub async fn attempt(
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            let cost = providers[i]
-                .and_then(|p| p.price.as_ref())
-                .map(|p| expected_cost(p, tokens, chars, out_tokens));
+            let cost = providers[i].and_then(|p| p.price.as_ref()).map(|p| {
+                let (tokens, chars, out_tokens) = prompt_estimate();
+                expected_cost(p, tokens, chars, out_tokens)
+            });
             let open = breakers[i].as_ref().is_none_or(|b| !b.admits(now));
             Candidate::for_target(t, open, cost, app.latency.get(&t.provider))
         })

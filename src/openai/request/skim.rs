@@ -12,6 +12,7 @@
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// The top-level fields of a JSON object body, as a `Value` map would give them.
@@ -27,13 +28,34 @@ pub(super) struct Skim {
     pub caps: [Option<u64>; 3],
     /// A `tools` or `functions` key is present.
     pub declares_tools: bool,
+    /// Where the value of `model` lies in the body (`start..end`), when the key occurs
+    /// exactly once: a model rewrite can then splice the bytes instead of building the map.
+    pub model_span: Option<(usize, usize)>,
+}
+
+/// What the pass reads: the fields, and the raw `model` value with its key count.
+struct Parse<'a> {
+    skim: Skim,
+    model: Option<&'a RawValue>,
+    model_keys: usize,
 }
 
 impl Skim {
     /// Skims `body`; `None` when it is not a JSON object (the caller then reports the
     /// error the full parse gives).
     pub fn of(body: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<Skim>(body).ok()
+        let Parse {
+            mut skim,
+            model,
+            model_keys,
+        } = serde_json::from_slice::<Parse<'_>>(body).ok()?;
+        if let (Some(raw), 1) = (model, model_keys) {
+            // A borrowed raw value is a slice of `body`.
+            let start = (raw.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+            let end = start + raw.get().len();
+            skim.model_span = (end <= body.len()).then_some((start, end));
+        }
+        Some(skim)
     }
 
     /// The output cap, in the order of precedence.
@@ -77,23 +99,31 @@ impl<'de> Deserialize<'de> for Key {
     }
 }
 
-impl<'de> Deserialize<'de> for Skim {
+impl<'de> Deserialize<'de> for Parse<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct SkimVisitor;
         impl<'de> Visitor<'de> for SkimVisitor {
-            type Value = Skim;
+            type Value = Parse<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skim, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parse<'de>, A::Error> {
                 let mut skim = Skim::default();
+                let (mut model, mut model_keys) = (None, 0);
                 while let Some(key) = map.next_key::<Key>()? {
                     match key {
                         Key::Model => {
-                            skim.model = match map.next_value::<Value>()? {
+                            let raw = map.next_value::<&'de RawValue>()?;
+                            // Read through a `Value`, so the depth limit applies as it
+                            // does to the full parse.
+                            skim.model = match serde_json::from_str::<Value>(raw.get())
+                                .map_err(de::Error::custom)?
+                            {
                                 Value::String(s) => Some(s),
                                 _ => None,
                             };
+                            model = Some(raw);
+                            model_keys += 1;
                         }
                         Key::Stream => skim.stream = map.next_value::<Value>()?.as_bool(),
                         Key::StreamOptions => {
@@ -112,7 +142,11 @@ impl<'de> Deserialize<'de> for Skim {
                         }
                     }
                 }
-                Ok(skim)
+                Ok(Parse {
+                    skim,
+                    model,
+                    model_keys,
+                })
             }
         }
         d.deserialize_map(SkimVisitor)

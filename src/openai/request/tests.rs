@@ -360,3 +360,76 @@ fn errors_name_the_position_as_the_full_parse_does() {
         assert_eq!(err, RequestJsonError::from(expected.unwrap_err()));
     }
 }
+
+proptest! {
+    /// A model rewrite on the bytes as read gives the body the map rewrite gives, and
+    /// leaves every byte outside the model's value as it was; twice (failover) as well.
+    #[test]
+    fn a_spliced_model_is_the_map_rewrite(
+        entries in prop::collection::vec((top_key(), top_value()), 0..10),
+        spaced in any::<bool>(),
+        first in "[a-z0-9\"\\\\-]{0,8}",
+        second in "[a-zé0-9-]{0,8}",
+    ) {
+        let sep = if spaced { " ,\n " } else { "," };
+        let text = format!(
+            "{{{}}}",
+            entries
+                .iter()
+                .map(|(k, v)| format!("\"{k}\":{}{v}", if spaced { " " } else { "" }))
+                .collect::<Vec<_>>()
+                .join(sep)
+        );
+        let Ok(mut raw) = parse_request(ApiRoute::ChatCompletions, text.as_bytes()) else {
+            return Ok(());
+        };
+        let mut tree = parse_request(ApiRoute::ChatCompletions, text.as_bytes()).unwrap();
+        tree.body();
+        for m in [first.as_str(), second.as_str()] {
+            raw.set_model(m);
+            tree.set_model(m);
+            let raw_v: Value = serde_json::from_slice(&raw.to_bytes()).unwrap();
+            let tree_v: Value = serde_json::from_slice(&tree.to_bytes()).unwrap();
+            prop_assert_eq!(&raw_v, &tree_v, "{}", text);
+            prop_assert_eq!(raw.model(), Some(m));
+            prop_assert_eq!(tree.body().cloned().map(Value::Object), Some(tree_v));
+        }
+        // The map built from the spliced bytes is the rewritten one.
+        let spliced = serde_json::from_slice::<Value>(&raw.to_bytes()).unwrap();
+        prop_assert_eq!(raw.body().cloned().map(Value::Object), Some(spliced));
+        if let Some((start, _)) = skim::Skim::of(text.as_bytes()).and_then(|s| s.model_span) {
+            prop_assert!(!raw.is_modified(), "spliced, not rewritten through the map");
+            let out = raw.to_bytes();
+            let quoted = serde_json::to_string(&second).unwrap();
+            prop_assert_eq!(&out[..start], &text.as_bytes()[..start]);
+            prop_assert_eq!(&out[start..start + quoted.len()], quoted.as_bytes());
+            let old_end = text.len() - (out.len() - start - quoted.len());
+            prop_assert_eq!(&out[start + quoted.len()..], &text.as_bytes()[old_end..]);
+        }
+    }
+}
+
+#[test]
+fn a_model_is_spliced_only_where_the_bytes_say_it_once() {
+    let body =
+        br#"{ "model" : "gpt-4o",  "messages":[{"role":"user","content":"hi"}], "n": 1.50 }"#;
+    let mut req = parse_request(ApiRoute::ChatCompletions, body).unwrap();
+    req.set_model("bench-routed");
+    assert_eq!(
+        req.to_bytes(),
+        &br#"{ "model" : "bench-routed",  "messages":[{"role":"user","content":"hi"}], "n": 1.50 }"#[..]
+    );
+    assert!(!req.is_modified(), "no map was built or changed");
+    // A repeated key goes through the map (the last value wins there).
+    let twice = br#"{"model":"a","model":"b","messages":[]}"#;
+    let mut req = parse_request(ApiRoute::ChatCompletions, twice).unwrap();
+    assert_eq!(req.model(), Some("b"));
+    req.set_model("c");
+    assert!(req.is_modified());
+    assert_eq!(req.to_bytes(), &br#"{"model":"c","messages":[]}"#[..]);
+    // No model key: added through the map.
+    let mut req = parse_request(ApiRoute::ChatCompletions, br#"{"messages":[]}"#).unwrap();
+    req.set_model("m");
+    assert_eq!(req.model(), Some("m"));
+    assert_eq!(req.body().unwrap()["model"], "m");
+}
