@@ -219,51 +219,48 @@ async fn audit_chain_verifies_across_restart_and_catches_edits_and_deletions() {
     assert!(out.to_lowercase().contains("deleted"), "{out}");
 }
 
-#[tokio::test]
-async fn sigterm_drains_an_open_stream_then_exits() {
+/// A proxy with one chat stream open through it: 8 words, `delay_ms` apart.
+async fn proxy_with_an_open_stream(delay_ms: &str) -> (Pki, Mock, Proxy, reqwest::Response) {
     let pki = Pki::new(&["api.mock.test"]);
-    let mock = Mock::start_tls(&pki.chain, &pki.key, &["--chunk-delay-ms", "150"]);
-    let mut proxy = Proxy::start(&mock_policy(&pki, mock.addr, ""));
-    let c = proxy.client();
-    let resp = c
+    let mock = Mock::start_tls(&pki.chain, &pki.key, &["--chunk-delay-ms", delay_ms]);
+    let proxy = Proxy::start(&mock_policy(&pki, mock.addr, ""));
+    let resp = proxy
+        .client()
         .post("https://api.mock.test/v1/chat/completions")
         .json(&chat_body("a b c d e f g h", true))
         .send()
         .await
         .expect("send");
     assert_eq!(resp.status(), 200);
+    (pki, mock, proxy, resp)
+}
+
+#[tokio::test]
+async fn sigterm_drains_an_open_stream_then_exits() {
+    let (_pki, _mock, mut proxy, resp) = proxy_with_an_open_stream("150").await;
     proxy.proc.signal(libc::SIGTERM);
     let text = resp.text().await.expect("stream completes during drain");
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = proxy.proc.child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "proxy did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(&mut proxy, Instant::now() + Duration::from_secs(10));
     assert!(status.success());
     assert!(proxy.proc.output().contains("audit log flushed"));
 }
 
+/// Waits for the proxy process to exit, failing the test at `deadline`.
+fn exit_within(proxy: &mut Proxy, deadline: Instant) -> std::process::ExitStatus {
+    loop {
+        if let Some(s) = proxy.proc.child.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "proxy did not exit in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[tokio::test]
 async fn sigterm_cuts_a_stream_that_outlives_the_drain_deadline() {
-    let pki = Pki::new(&["api.mock.test"]);
     // 8 words at 3 s each: far longer than the test proxy's 5 s drain.
-    let mock = Mock::start_tls(&pki.chain, &pki.key, &["--chunk-delay-ms", "3000"]);
-    let mut proxy = Proxy::start(&mock_policy(&pki, mock.addr, ""));
-    let c = proxy.client();
-    let mut resp = c
-        .post("https://api.mock.test/v1/chat/completions")
-        .json(&chat_body("a b c d e f g h", true))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), 200);
+    let (_pki, _mock, mut proxy, mut resp) = proxy_with_an_open_stream("3000").await;
     let first = resp.chunk().await.expect("first chunk").expect("some body");
     assert!(!first.is_empty());
     let signalled = Instant::now();
@@ -280,16 +277,7 @@ async fn sigterm_cuts_a_stream_that_outlives_the_drain_deadline() {
     .await
     .expect("the cut stream ended");
     assert!(!rest.contains("[DONE]"), "the stream was not cut: {rest}");
-    let status = loop {
-        if let Some(s) = proxy.proc.child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(15),
-            "proxy did not exit after the drain deadline"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(&mut proxy, signalled + Duration::from_secs(15));
     assert!(
         signalled.elapsed() >= Duration::from_secs(4),
         "cut before the drain deadline"

@@ -159,6 +159,28 @@ async fn unlisted_host_is_refused_at_connect_and_audited_once() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
 }
 
+/// The status of `GET https://api.mock.test{path}` through the proxy, the path sent as it
+/// is written (curl `--path-as-is`: clients normally resolve dot segments themselves).
+fn curl_raw_path(proxy: &Proxy, path: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--path-as-is",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-x",
+            &proxy.url(),
+            "--cacert",
+            proxy.ca().to_str().expect("utf8"),
+            &format!("https://api.mock.test{path}"),
+        ])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[tokio::test]
 async fn allowlist_is_judged_on_the_normalized_url() {
     let (pki, mock, proxy) = setup("");
@@ -202,29 +224,13 @@ async fn allowlist_is_judged_on_the_normalized_url() {
         assert_eq!(v["error"]["code"], code);
         assert_eq!(v["error"]["type"], "llm_egress_error");
     }
-    // Clients normalize dot segments themselves; curl --path-as-is sends them raw.
+    // Dot segments sent raw.
     for (path, status) in [
         ("/v1/%2e%2e/admin", "400"),
         ("/v1/.%2E/admin", "400"),
         ("/v1/../admin", "403"),
     ] {
-        let out = Command::new("curl")
-            .args([
-                "-sS",
-                "--path-as-is",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-x",
-                &proxy.url(),
-                "--cacert",
-                proxy.ca().to_str().expect("utf8"),
-                &format!("https://api.mock.test{path}"),
-            ])
-            .output()
-            .expect("curl");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), status, "{path}");
+        assert_eq!(curl_raw_path(&proxy, path), status, "{path}");
     }
     // Dot segments that stay inside the prefix are normalized and forwarded normalized.
     let r = c
@@ -250,23 +256,7 @@ async fn allowlist_is_judged_on_the_normalized_url() {
         ("/v1/models?after=m-1&b=%7E", "/v1/models?after=m-1&b=%7E"),
         ("/v1/models", "/v1/models"),
     ] {
-        let out = Command::new("curl")
-            .args([
-                "-sS",
-                "--path-as-is",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-x",
-                &proxy.url(),
-                "--cacert",
-                proxy.ca().to_str().expect("utf8"),
-                &format!("https://api.mock.test{path}"),
-            ])
-            .output()
-            .expect("curl");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{path}");
+        assert_eq!(curl_raw_path(&proxy, path), "200", "{path}");
         let seen = mock.requests(&pki.root_pem);
         assert_eq!(seen.last().expect("recorded")["path"], upstream, "{path}");
         let last = seen.last().expect("recorded");
