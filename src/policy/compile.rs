@@ -283,10 +283,12 @@ impl Policy {
                             .into_client()
                     }
                 };
-                let authority = http::uri::Authority::try_from(crate::proxy::url::authority(
-                    https, &host, port,
-                ))
-                .map_err(|e| err(format!("{path}.base_url"), e.to_string()))?;
+                // One buffer shared by the URI authority and the Host header: each request's
+                // copy of either is a reference count.
+                let shared =
+                    bytes::Bytes::from_owner(crate::proxy::url::authority(https, &host, port));
+                let authority = http::uri::Authority::from_maybe_shared(shared.clone())
+                    .map_err(|e| err(format!("{path}.base_url"), e.to_string()))?;
                 hosts.insert(
                     key.clone(),
                     HostRule {
@@ -295,15 +297,10 @@ impl Policy {
                         addr,
                         client,
                         client_key,
-                        // Shared from the start, so cloning it per request copies nothing.
-                        authority: authority.clone(),
+                        authority,
                         host_header: match upstream.http2 {
                             true => None,
-                            // Owned by a shared buffer: each request's copy is a count.
-                            false => http::HeaderValue::from_maybe_shared(
-                                bytes::Bytes::from_owner(authority.as_str().to_owned()),
-                            )
-                            .ok(),
+                            false => http::HeaderValue::from_maybe_shared(shared).ok(),
                         },
                     },
                 );
@@ -363,16 +360,9 @@ impl Policy {
         })
     }
 
-    /// The `model` metrics label for `model`: itself when the policy names it, else `other`.
-    pub fn model_label<'a>(&'a self, model: Option<&'a str>) -> &'a str {
-        match model {
-            Some(m) if self.model_labels.contains(m) => m,
-            _ => "other",
-        }
-    }
-
-    /// [`Policy::model_label`] for an owned model name, without copying it.
-    pub fn model_label_owned(&self, model: Option<String>) -> std::borrow::Cow<'static, str> {
+    /// The `model` metrics label for `model`: itself when the policy names it, else `other`
+    /// (the name is moved into the label, not copied).
+    pub fn model_label(&self, model: Option<String>) -> std::borrow::Cow<'static, str> {
         match model {
             Some(m) if self.model_labels.contains(&m) => std::borrow::Cow::Owned(m),
             _ => std::borrow::Cow::Borrowed("other"),

@@ -362,7 +362,7 @@ async fn respond(
     let account = Account {
         app: app.clone(),
         provider: std::mem::take(&mut ex.provider),
-        model: policy.model_label_owned(ex.model.take()),
+        model: policy.model_label(ex.model.take()),
         price: ex.price.take(),
         prompt_chars: ex.prompt_chars,
         allowed: base.as_ref().filter(|_| policy.log_allowed).cloned(),

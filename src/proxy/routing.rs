@@ -174,18 +174,14 @@ pub async fn attempt(
                 continue;
             }
         };
-        let authority = if p.port == if p.https { 443 } else { 80 } {
-            p.host.clone()
-        } else {
-            format!("{}:{}", p.host, p.port)
-        };
         let pq = match &r.query {
             Some(q) => format!("{path}?{q}"),
             None => path.clone(),
         };
         let uri = Uri::builder()
             .scheme(if p.https { "https" } else { "http" })
-            .authority(authority.as_str())
+            // Made when the policy was compiled (the allowlist entry of this host and port).
+            .authority(rule.authority.clone())
             .path_and_query(pq)
             .build()
             .map_err(|e| ProxyError::new(Code::InternalError, e.to_string()))?;
