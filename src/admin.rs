@@ -68,6 +68,12 @@ fn route(app: &App, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                     "llm_egress_breaker_open{{provider=\"{name}\"}} {v}\n"
                 ));
             }
+            breaker_lines.push_str("# HELP llm_egress_worker_connections Open client connections per proxy worker thread.\n# TYPE llm_egress_worker_connections gauge\n");
+            for (i, n) in app.workers.snapshot().into_iter().enumerate() {
+                breaker_lines.push_str(&format!(
+                    "llm_egress_worker_connections{{worker=\"{i}\"}} {n}\n"
+                ));
+            }
             let extra = breaker_lines + &format!(
                 "# HELP llm_egress_audit_head Sequence number of the last audit line (hash in the label).\n# TYPE llm_egress_audit_head gauge\nllm_egress_audit_head{{hash=\"{hash}\"}} {seq}\n# HELP llm_egress_certs_minted Leaf certificates minted since start.\n# TYPE llm_egress_certs_minted counter\nllm_egress_certs_minted_total {}\n",
                 app.ca.minted()

@@ -69,6 +69,8 @@ pub struct App {
     /// Fires when the proxy stops accepting: connections finish their in-flight
     /// requests and close (graceful shutdown).
     pub stopping: CancellationToken,
+    /// Live connections per proxy worker.
+    pub workers: proxy::workers::Load,
 }
 
 // === impl App ===

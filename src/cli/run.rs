@@ -179,6 +179,7 @@ pub async fn start(opts: RunOptions, shutdown: CancellationToken) -> Result<Runn
         breakers: crate::route::BreakerRegistry::new(),
         latency: crate::route::LatencyRegistry::new(),
         timing: timing.clone(),
+        workers: Default::default(),
     });
     auditor.record(AuditEvent {
         event: EventKind::PolicyLoaded,

@@ -16,19 +16,20 @@ use super::cancel::Cancellable;
 use super::connect;
 use super::pipeline::{self, Ctx, Origin};
 use super::rewind::Rewind;
+use super::workers::Spread;
 use crate::error::{Code, ProxyError};
 use crate::App;
 
 /// Accepts until `stop_accepting` fires; connections are tracked by `tracker` for
 /// draining and are cut when `kill` fires (after the drain deadline).
-/// `limit` bounds concurrent connections (shared by all workers).
+/// `limit` bounds concurrent connections (shared by all workers); `spread` hands each
+/// accepted connection to the worker serving the fewest.
 pub async fn serve_until(
     listener: TcpListener,
     app: Arc<App>,
     limit: Arc<tokio::sync::Semaphore>,
     stop_accepting: CancellationToken,
-    kill: CancellationToken,
-    tracker: TaskTracker,
+    spread: Spread,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
@@ -50,13 +51,71 @@ pub async fn serve_until(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let kill = kill.clone();
+        spread.dispatch(Accepted {
+            app: app.clone(),
+            stream,
+            peer,
+            permit,
+        });
+    }
+}
+
+/// A connection accepted under the limit, not yet served.
+pub struct Accepted {
+    app: Arc<App>,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+// === impl Accepted ===
+
+impl Accepted {
+    /// Serves the connection on the calling worker, tracked by `tracker`; `kill` cuts it.
+    pub fn serve(self, tracker: &TaskTracker, kill: CancellationToken, done: impl Send + 'static) {
+        let Accepted {
+            app,
+            stream,
+            peer,
+            permit,
+        } = self;
         tracker.spawn(async move {
             // Ends with the connection, or cuts it when `kill` fires.
             let _ = Cancellable::new(Box::pin(connection(app, stream, peer)), kill).await;
-            drop(permit);
+            drop((permit, done));
         });
+    }
+
+    /// Detaches the socket from this worker's reactor, to be served by another.
+    pub fn into_std(self) -> std::io::Result<AcceptedStd> {
+        Ok(AcceptedStd {
+            app: self.app,
+            stream: self.stream.into_std()?,
+            peer: self.peer,
+            permit: self.permit,
+        })
+    }
+}
+
+/// An [`Accepted`] connection on its way to another worker.
+pub struct AcceptedStd {
+    app: Arc<App>,
+    stream: std::net::TcpStream,
+    peer: std::net::SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+// === impl AcceptedStd ===
+
+impl AcceptedStd {
+    /// Registers the socket with the calling worker's reactor.
+    pub fn register(self) -> std::io::Result<Accepted> {
+        Ok(Accepted {
+            app: self.app,
+            stream: TcpStream::from_std(self.stream)?,
+            peer: self.peer,
+            permit: self.permit,
+        })
     }
 }
 

@@ -11,12 +11,13 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::listener::{Accepted, AcceptedStd};
 use crate::App;
 
 /// Most workers accepted by `--workers`.
@@ -51,6 +52,21 @@ pub fn default_count() -> usize {
         .min(MAX_WORKERS)
 }
 
+/// Live connections per worker, for `/metrics` (empty until the workers start).
+#[derive(Default)]
+pub struct Load(OnceLock<Arc<[AtomicUsize]>>);
+
+// === impl Load ===
+
+impl Load {
+    /// The live connection count of each worker, by index.
+    pub fn snapshot(&self) -> Vec<usize> {
+        self.0.get().map_or_else(Vec::new, |live| {
+            live.iter().map(|n| n.load(Ordering::Relaxed)).collect()
+        })
+    }
+}
+
 /// Running workers.
 pub struct Workers {
     accepting: Vec<tokio::sync::oneshot::Receiver<()>>,
@@ -69,14 +85,26 @@ pub fn start(
 ) -> std::io::Result<Workers> {
     listener.set_nonblocking(true)?;
     let limit = Arc::new(Semaphore::new(app.policy.load().limits.max_connections));
+    let n = count();
+    let live: Arc<[AtomicUsize]> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+    let live = app.workers.0.get_or_init(|| live).clone();
+    let (senders, mut receivers): (Vec<_>, Vec<_>) =
+        (0..n).map(|_| mpsc::unbounded_channel()).unzip();
+    let senders: Arc<[_]> = senders.into();
     let mut accepting = Vec::new();
     let mut threads = Vec::new();
-    for i in 0..count() {
+    for (i, mut handoffs) in receivers.drain(..).enumerate() {
         let l = listener.try_clone()?;
-        let (app, stop, kill, tracker, limit) = (
+        let spread = Spread {
+            me: i,
+            live: live.clone(),
+            to: senders.clone(),
+            tracker: tracker.clone(),
+            kill: kill.clone(),
+        };
+        let (app, stop, tracker, limit) = (
             app.clone(),
             stop_accepting.clone(),
-            kill.clone(),
             tracker.clone(),
             limit.clone(),
         );
@@ -90,11 +118,19 @@ pub fn start(
                 INDEX.with(|c| c.set(i));
                 rt.block_on(async move {
                     tokio::spawn(keep_timer_armed());
-                    match tokio::net::TcpListener::from_std(l) {
-                        Ok(l) => {
-                            super::listener::serve_until(l, app, limit, stop, kill, tracker.clone())
-                                .await
+                    // Connections other workers accepted for this one; ends once every
+                    // worker has stopped accepting (the senders are gone).
+                    let local = spread.local();
+                    tracker.spawn(async move {
+                        while let Some((a, guard)) = handoffs.recv().await {
+                            match a.register() {
+                                Ok(a) => local.serve(a, guard),
+                                Err(e) => tracing::warn!("cannot register a connection: {e}"),
+                            }
                         }
+                    });
+                    match tokio::net::TcpListener::from_std(l) {
+                        Ok(l) => super::listener::serve_until(l, app, limit, stop, spread).await,
                         Err(e) => tracing::error!(worker = i, "cannot register the listener: {e}"),
                     }
                     let _ = done_tx.send(());
@@ -106,6 +142,96 @@ pub fn start(
         threads.push(t);
     }
     Ok(Workers { accepting, threads })
+}
+
+/// Hands each accepted connection to the worker serving the fewest.
+///
+/// Workers share one listening socket, and whichever is awake accepts: a burst of new
+/// connections (a client opening its pool) all lands on the first worker to wake, leaving
+/// the others idle while it saturates its core. Spreading by live connection count keeps
+/// the load even; a handoff costs one channel send and an epoll re-registration, once
+/// per connection.
+pub struct Spread {
+    me: usize,
+    live: Arc<[AtomicUsize]>,
+    to: Arc<[mpsc::UnboundedSender<(AcceptedStd, LiveGuard)>]>,
+    tracker: TaskTracker,
+    kill: CancellationToken,
+}
+
+/// Serves connections on the worker it was made on.
+struct Local {
+    tracker: TaskTracker,
+    kill: CancellationToken,
+}
+
+/// One live connection of a worker: counted from the moment it is assigned until it ends.
+pub struct LiveGuard(Arc<[AtomicUsize]>, usize);
+
+impl LiveGuard {
+    fn new(live: Arc<[AtomicUsize]>, worker: usize) -> Self {
+        live[worker].fetch_add(1, Ordering::Relaxed);
+        LiveGuard(live, worker)
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0[self.1].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+// === impl Spread ===
+
+impl Spread {
+    fn local(&self) -> Local {
+        Local {
+            tracker: self.tracker.clone(),
+            kill: self.kill.clone(),
+        }
+    }
+
+    /// Serves `a` here, or hands it to the worker with the fewest live connections
+    /// (this one on a tie).
+    pub fn dispatch(&self, a: Accepted) {
+        let target = least_loaded(&self.live, self.me);
+        // Counted at once, so a burst of accepts spreads before the handoffs land.
+        let guard = LiveGuard::new(self.live.clone(), target);
+        if target == self.me {
+            return self.local().serve(a, guard);
+        }
+        match a.into_std().map(|a| self.to[target].send((a, guard))) {
+            Ok(Ok(())) => {}
+            Ok(Err(mpsc::error::SendError((a, _)))) => match a.register() {
+                // The target is gone (shutting down): serve it here.
+                Ok(a) => self
+                    .local()
+                    .serve(a, LiveGuard::new(self.live.clone(), self.me)),
+                Err(e) => tracing::warn!("cannot register a connection: {e}"),
+            },
+            Err(e) => tracing::warn!("cannot hand over a connection: {e}"),
+        }
+    }
+}
+
+// === impl Local ===
+
+impl Local {
+    fn serve(&self, a: Accepted, guard: LiveGuard) {
+        a.serve(&self.tracker, self.kill.clone(), guard);
+    }
+}
+
+/// The index of the smallest count, preferring `me` among equals.
+fn least_loaded(live: &[AtomicUsize], me: usize) -> usize {
+    let mut best = (live[me].load(Ordering::Relaxed), me);
+    for (i, n) in live.iter().enumerate() {
+        let n = n.load(Ordering::Relaxed);
+        if n < best.0 {
+            best = (n, i);
+        }
+    }
+    best.1
 }
 
 /// How often [`keep_timer_armed`] ticks: shorter than any per-request timeout.
@@ -146,5 +272,21 @@ impl Workers {
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_loaded_worker_is_chosen_and_a_tie_keeps_the_connection_here() {
+        let live =
+            |v: &[usize]| -> Vec<AtomicUsize> { v.iter().map(|&n| AtomicUsize::new(n)).collect() };
+        assert_eq!(least_loaded(&live(&[0, 0, 0]), 1), 1);
+        assert_eq!(least_loaded(&live(&[1, 0, 0]), 0), 1);
+        assert_eq!(least_loaded(&live(&[3, 2, 1]), 1), 2);
+        assert_eq!(least_loaded(&live(&[2, 2, 5]), 2), 0);
+        assert_eq!(least_loaded(&live(&[7]), 0), 0);
     }
 }

@@ -493,3 +493,62 @@ async fn upstream_protocol_follows_the_http2_setting() {
         assert_eq!(rec["version"], want, "http2 = {http2}");
     }
 }
+
+/// `llm_egress_worker_connections` by worker, from the admin `/metrics`.
+fn worker_connections(proxy: &Proxy) -> Vec<u64> {
+    let (code, text) = proxy.admin_get("/metrics");
+    assert_eq!(code, 200, "{text}");
+    text.lines()
+        .filter(|l| l.starts_with("llm_egress_worker_connections{"))
+        .map(|l| {
+            l.rsplit(' ')
+                .next()
+                .unwrap_or_default()
+                .parse()
+                .expect("count")
+        })
+        .collect()
+}
+
+#[test]
+fn a_burst_of_connections_is_spread_over_the_workers_and_served() {
+    let pki = Pki::new(&["api.mock.test", "127.0.0.1"]);
+    let mock = Mock::start_tls(&pki.chain, &pki.key, &[]);
+    let proxy = Proxy::start_with_env(
+        &mock_policy(&pki, mock.addr, ""),
+        &[("LLM_EGRESS_WORKERS", "3")],
+    );
+    assert_eq!(worker_connections(&proxy), vec![0, 0, 0]);
+    // A client opening its pool: nine connections at once, before any request.
+    let conns: Vec<_> = (0..9)
+        .map(|_| std::net::TcpStream::connect(proxy.addr).expect("connect"))
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let counts = loop {
+        let c = worker_connections(&proxy);
+        if c.iter().sum::<u64>() == 9 || std::time::Instant::now() > deadline {
+            break c;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // Whichever worker woke first accepted them; each worker serves its share.
+    assert_eq!(counts.iter().sum::<u64>(), 9, "{counts:?}");
+    assert!(counts.iter().all(|&n| (2..=4).contains(&n)), "{counts:?}");
+    // Every one of them is served, whichever worker it was handed to.
+    for mut c in conns {
+        use std::io::{Read, Write};
+        c.write_all(b"CONNECT api.mock.test:443 HTTP/1.1\r\nHost: api.mock.test:443\r\n\r\n")
+            .expect("write");
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).expect("read");
+        assert_eq!(&head, b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&head));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while worker_connections(&proxy).iter().sum::<u64>() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections never ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
