@@ -64,10 +64,55 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Default)]
 struct Info<'a> {
     method: Method,
-    url: Option<String>,
+    url: Option<AuditUrl<'a>>,
     host: Option<Cow<'a, str>>,
     port: Option<u16>,
     rule: Option<&'a str>,
+}
+
+/// The URL an audit line names, in pieces: written out only when a line is.
+struct AuditUrl<'a> {
+    /// `https://`, `http://`, or `gateway:` (then without an authority).
+    prefix: &'static str,
+    authority: Cow<'a, str>,
+    path: AuditPath,
+}
+
+/// The normalized path of a request.
+enum AuditPath {
+    /// The client's own path was already normal: shared with the request, not copied.
+    Client(PathAndQuery),
+    /// Normalization changed it.
+    Normalized(String),
+}
+
+// === impl AuditUrl ===
+
+impl AuditUrl<'_> {
+    fn new<'a>(
+        prefix: &'static str,
+        authority: Cow<'a, str>,
+        path: &str,
+        uri: &Uri,
+    ) -> AuditUrl<'a> {
+        let path = match uri.path_and_query() {
+            Some(pq) if pq.path() == path => AuditPath::Client(pq.clone()),
+            _ => AuditPath::Normalized(path.to_owned()),
+        };
+        AuditUrl {
+            prefix,
+            authority,
+            path,
+        }
+    }
+
+    fn render(&self) -> String {
+        let path = match &self.path {
+            AuditPath::Client(pq) => pq.path(),
+            AuditPath::Normalized(p) => p,
+        };
+        [self.prefix, &self.authority, path].concat()
+    }
 }
 
 /// Handles one request end to end; never fails (errors become OpenAI-shaped responses).
@@ -133,7 +178,7 @@ fn event(
         reason: code.map(|c| c.as_str().to_owned()),
         client: Some(ctx.peer.to_string()),
         method: Some(info.method.to_string()),
-        url: info.url.clone(),
+        url: info.url.as_ref().map(AuditUrl::render),
         host: info.host.as_deref().map(str::to_owned),
         port: info.port,
         rule: info.rule.map(str::to_owned),
@@ -196,7 +241,12 @@ async fn forward<'a>(
     // Step 1 + 2: where the client sent it, and whether that is allowed. In gateway mode
     // the route decides, and each target is checked in the attempt loop.
     let direct = if gateway {
-        info.url = Some(format!("gateway:{path}"));
+        info.url = Some(AuditUrl::new(
+            "gateway:",
+            Cow::Borrowed(""),
+            &path,
+            &parts.uri,
+        ));
         if parts.method == http::Method::GET && path.ends_with("/models") {
             return Ok(models_list(policy));
         }
@@ -211,14 +261,19 @@ async fn forward<'a>(
         parts.headers.remove(header::HOST);
         info.host = Some(host.clone());
         info.port = Some(port);
-        let scheme = if https { "https" } else { "http" };
+        let (scheme, prefix) = match https {
+            true => ("https", "https://"),
+            false => ("http", "http://"),
+        };
         let verdict = policy.check(https, &host, port, &path, &parts.method);
         // An allowed host's authority was made when the policy was compiled.
         let authority = match &verdict {
             Verdict::Allowed(_, rule) => Cow::Borrowed(rule.authority.as_str()),
             _ => Cow::Owned(super::url::authority(https, &host, port)),
         };
-        info.url = Some(format!("{scheme}://{authority}{path}"));
+        let url = info
+            .url
+            .insert(AuditUrl::new(prefix, authority, &path, &parts.uri));
         let (endpoint, rule) = match verdict {
             Verdict::Allowed(e, r) => (e, r),
             Verdict::MethodNotAllowed(e) => {
@@ -231,7 +286,7 @@ async fn forward<'a>(
             Verdict::NotAllowed => {
                 return Err(ProxyError::new(
                     Code::EndpointNotAllowed,
-                    format!("{scheme}://{authority}{path} is not on the allowlist"),
+                    format!("{} is not on the allowlist", url.render()),
                 ))
             }
         };
@@ -572,6 +627,25 @@ mod tests {
         sent.headers_mut()
             .insert("x-request-id", HeaderValue::from_static("has space"));
         assert!(request_id(&sent).to_str().unwrap().starts_with("req_"));
+    }
+
+    #[test]
+    fn audit_url_names_the_normalized_path_without_the_query() {
+        let uri: Uri = "https://api.x.test/v1/models?limit=2".parse().unwrap();
+        let url = |prefix, authority: &'static str, path: &str| {
+            AuditUrl::new(prefix, Cow::Borrowed(authority), path, &uri).render()
+        };
+        // The client's own path, shared with the request.
+        assert_eq!(
+            url("https://", "api.x.test", "/v1/models"),
+            "https://api.x.test/v1/models"
+        );
+        // A path normalization changed.
+        assert_eq!(
+            url("http://", "h:8080", "/v1/chat"),
+            "http://h:8080/v1/chat"
+        );
+        assert_eq!(url("gateway:", "", "/v1/models"), "gateway:/v1/models");
     }
 
     proptest! {

@@ -280,6 +280,22 @@ async fn allowlist_is_judged_on_the_normalized_url() {
     let blocked = proxy.audit_lines(7, |v| v["event"] == "blocked");
     assert_eq!(blocked.len(), 7);
     assert!(blocked.iter().all(|b| b["request_id"].is_string()));
+    // Each line names the normalized URL without its query (none when the path could not
+    // be normalized); the raw `/v1/../admin` is judged, and named, as `/admin`.
+    let urls: Vec<_> = blocked.iter().map(|b| b["url"].as_str()).collect();
+    assert_eq!(
+        urls,
+        [
+            Some("https://api.mock.test/admin"),
+            Some("https://api.mock.test/v1x/models"),
+            Some("https://api.mock.test/v1/models"),
+            None,
+            None,
+            None,
+            Some("https://api.mock.test/admin"),
+        ],
+        "{blocked:?}"
+    );
 }
 
 #[tokio::test]
