@@ -280,7 +280,7 @@ impl Policy {
                             None
                         };
                         Connector::new(tls, addr.clone(), limits.connect_timeout, observer.clone())
-                            .into_client()
+                            .into_client(upstream.http2)
                     }
                 };
                 // One buffer shared by the URI authority and the Host header: each request's

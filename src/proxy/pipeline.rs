@@ -556,7 +556,7 @@ fn split_host_port(raw: &str) -> Result<(String, Option<u16>), ProxyError> {
     Ok((a.host().to_owned(), a.port_u16()))
 }
 
-fn upstream_error(host: &str, e: &hyper_util::client::legacy::Error) -> ProxyError {
+fn upstream_error(host: &str, e: &crate::tls::client::UpstreamError) -> ProxyError {
     match find_connect_error(e) {
         Some(ConnectError::PinMismatch(p)) => ProxyError::new(
             Code::CertificatePinMismatch,

@@ -1,5 +1,6 @@
-//! The upstream side: a connector that resolves, checks and pins, and the pooled
-//! hyper-util client built on it.
+//! The upstream side: a connector that resolves, checks and pins, and the pooled client
+//! built on it — per proxy worker, a list of idle HTTP/1.1 connections (the default), or
+//! hyper-util's client when `[upstream] http2` lets an upstream choose h2.
 //!
 //! One [`Connector`] (and so one connection pool) exists per upstream host, port, address
 //! policy and TLS-settings hash. The policy compiler reuses the client of the previous
@@ -11,12 +12,13 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
+use hyper::client::conn::http1;
 use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
@@ -34,21 +36,168 @@ use crate::addr;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The request body type sent upstream.
 pub type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
-/// The pooled upstream client: one hyper-util pool per proxy worker
+
+/// The pooled upstream client of one host. Pools are per proxy worker
 /// ([`crate::proxy::workers`]), so a request uses connections driven by its own thread.
 #[derive(Clone)]
-pub struct UpstreamClient(Arc<[Client<Connector, ReqBody>]>);
+pub struct UpstreamClient(Arc<Pools>);
+
+enum Pools {
+    /// HTTP/1.1 only (the default): each worker keeps its idle connections in a list of
+    /// its own — no lock contention, no hashing of a pool key.
+    H1 {
+        connector: Connector,
+        idle: Box<[Mutex<Vec<Idle>>]>,
+    },
+    /// `[upstream] http2 = true`: hyper-util's pooled client, which multiplexes h2.
+    Pooled(Box<[Client<Connector, ReqBody>]>),
+}
+
+/// An idle HTTP/1.1 connection, ready for a request.
+struct Idle {
+    tx: http1::SendRequest<ReqBody>,
+    since: Instant,
+}
+
+/// How long an idle upstream connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Most idle connections a worker keeps per upstream host.
+const MAX_IDLE: usize = 256;
+
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made (the cause is the source).
+    #[error("{0}")]
+    Connect(#[source] ConnectError),
+    /// The HTTP/1.1 exchange failed.
+    #[error("{0}")]
+    Http(#[source] hyper::Error),
+    /// The pooled (h2-capable) client failed.
+    #[error("{0}")]
+    Pooled(#[source] hyper_util::client::legacy::Error),
+}
 
 // === impl UpstreamClient ===
 
 impl UpstreamClient {
-    /// Sends `req` over the calling worker's pool.
-    pub fn request(
+    /// Sends `req` (absolute URI) over the calling worker's pool.
+    pub async fn request(
         &self,
         req: hyper::Request<ReqBody>,
-    ) -> hyper_util::client::legacy::ResponseFuture {
-        self.0[crate::proxy::workers::current() % self.0.len()].request(req)
+    ) -> Result<hyper::Response<hyper::body::Incoming>, UpstreamError> {
+        let w = crate::proxy::workers::current();
+        match &*self.0 {
+            Pools::Pooled(c) => c[w % c.len()]
+                .request(req)
+                .await
+                .map_err(UpstreamError::Pooled),
+            Pools::H1 { connector, idle } => self.send_h1(connector, w % idle.len(), req).await,
+        }
     }
+
+    /// HTTP/1.1: an idle connection of this worker (newest first), else a new one. A
+    /// request that a closing idle connection never sent goes out on the next one.
+    async fn send_h1(
+        &self,
+        connector: &Connector,
+        w: usize,
+        mut req: hyper::Request<ReqBody>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, UpstreamError> {
+        let target = origin_form(&mut req);
+        loop {
+            let (mut tx, reused) = match self.take_idle(w) {
+                Some(tx) => (tx, true),
+                None => (connect_h1(connector, &target).await?, false),
+            };
+            match tx.try_send_request(req).await {
+                Ok(resp) => {
+                    // Back to the list once the answer has been read.
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        if tx.ready().await.is_ok() {
+                            this.put_idle(w, tx);
+                        }
+                    });
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(r) if reused => req = r,
+                    _ => return Err(UpstreamError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+
+    fn take_idle(&self, w: usize) -> Option<http1::SendRequest<ReqBody>> {
+        let Pools::H1 { idle, .. } = &*self.0 else {
+            return None;
+        };
+        let mut list = idle[w].lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(i) = list.pop() {
+            if i.tx.is_ready() && i.since.elapsed() < IDLE_TIMEOUT {
+                return Some(i.tx);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, w: usize, tx: http1::SendRequest<ReqBody>) {
+        let Pools::H1 { idle, .. } = &*self.0 else {
+            return;
+        };
+        let mut list = idle[w].lock().unwrap_or_else(|p| p.into_inner());
+        // The oldest sit at the front: drop the expired (and closed) ones there.
+        let stale = list
+            .iter()
+            .take_while(|i| !i.tx.is_ready() || i.since.elapsed() >= IDLE_TIMEOUT)
+            .count();
+        list.drain(..stale);
+        if list.len() < MAX_IDLE {
+            list.push(Idle {
+                tx,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+/// Turns `req` into origin form for HTTP/1.1 (with a `Host` when it has none) and returns
+/// the absolute URI to connect to.
+fn origin_form(req: &mut hyper::Request<ReqBody>) -> Uri {
+    let uri = std::mem::take(req.uri_mut());
+    if let Some(a) = uri.authority() {
+        if !req.headers().contains_key(hyper::header::HOST) {
+            if let Ok(h) = hyper::header::HeaderValue::from_str(a.as_str()) {
+                req.headers_mut().insert(hyper::header::HOST, h);
+            }
+        }
+    }
+    *req.uri_mut() = uri
+        .path_and_query()
+        .cloned()
+        .map_or_else(|| Uri::from_static("/"), Uri::from);
+    uri
+}
+
+/// A new HTTP/1.1 connection to `target`'s host, driven by a task on this worker.
+async fn connect_h1(
+    connector: &Connector,
+    target: &Uri,
+) -> Result<http1::SendRequest<ReqBody>, UpstreamError> {
+    use tower_service::Service;
+    let io = connector
+        .clone()
+        .call(target.clone())
+        .await
+        .map_err(UpstreamError::Connect)?;
+    let (tx, conn) = http1::handshake(io).await.map_err(UpstreamError::Http)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("upstream connection ended: {e}");
+        }
+    });
+    Ok(tx)
 }
 
 /// Why an upstream connection could not be made.
@@ -135,20 +284,28 @@ impl Connector {
         }))
     }
 
-    /// Builds the pooled client over this connector, one pool per proxy worker.
-    pub fn into_client(self) -> UpstreamClient {
-        let pools: Vec<_> = (0..crate::proxy::workers::count())
+    /// Builds the pooled client over this connector, one pool per proxy worker: idle
+    /// lists of HTTP/1.1 connections, or hyper-util's client when `http2` may be offered.
+    pub fn into_client(self, http2: bool) -> UpstreamClient {
+        let n = crate::proxy::workers::count();
+        if !http2 {
+            return UpstreamClient(Arc::new(Pools::H1 {
+                connector: self,
+                idle: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
+            }));
+        }
+        let pools: Vec<_> = (0..n)
             .map(|_| {
                 Client::builder(TokioExecutor::new())
                     .timer(TokioTimer::new())
                     .pool_timer(TokioTimer::new())
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .pool_max_idle_per_host(256)
+                    .pool_idle_timeout(IDLE_TIMEOUT)
+                    .pool_max_idle_per_host(MAX_IDLE)
                     .http2_adaptive_window(true)
                     .build(self.clone())
             })
             .collect();
-        UpstreamClient(pools.into())
+        UpstreamClient(Arc::new(Pools::Pooled(pools.into())))
     }
 }
 

@@ -568,3 +568,59 @@ fn a_burst_of_connections_is_spread_over_the_workers_and_served() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The local ports of established TCP connections on this machine whose remote end is
+/// `port` on 127.0.0.1 (from `/proc/net/tcp`: the proxy's side of its upstream
+/// connections to the mock).
+fn connections_to(port: u16) -> std::collections::BTreeSet<String> {
+    let remote = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .expect("/proc/net/tcp")
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<_> = l.split_whitespace().collect();
+            (f.len() > 3 && f[2] == remote && f[3] == "01").then(|| f[1].to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_replaced_when_the_provider_restarts() {
+    let pki = Pki::new(&["api.mock.test", "127.0.0.1"]);
+    let mock = Mock::start_tls(&pki.chain, &pki.key, &[]);
+    let proxy = Proxy::start(&mock_policy(&pki, mock.addr, ""));
+    let c = proxy.client();
+    let chat = |text: &str| {
+        c.post("https://api.mock.test/v1/chat/completions")
+            .bearer_auth("sk-test")
+            .json(&chat_body(text, false))
+            .send()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..10 {
+        let r = chat(&format!("hello {i}")).await.expect("send");
+        assert_eq!(r.status(), 200);
+        r.bytes().await.expect("body");
+        seen.extend(connections_to(mock.addr.port()));
+    }
+    // Ten requests one after another: the upstream connection is reused (one, or two if
+    // a request came in before the previous connection was back in the idle list).
+    assert!(
+        (1..=2).contains(&seen.len()),
+        "upstream connections: {seen:?}"
+    );
+    // The provider restarts on the same address: the idle connection is dead, the next
+    // request gets a new one and succeeds.
+    let addr = mock.addr;
+    drop(mock);
+    let mock = Mock::start_tls_at(&pki.chain, &pki.key, &addr.to_string(), &[]);
+    let r = chat("after the restart").await.expect("send");
+    assert_eq!(r.status(), 200, "{}", proxy.proc.output());
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert!(v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("after the restart"));
+    assert_eq!(mock.requests(&pki.root_pem).len(), 1);
+}
