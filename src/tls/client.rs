@@ -12,6 +12,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -48,6 +49,8 @@ enum Pools {
     H1 {
         connector: Connector,
         idle: Box<[Mutex<Vec<Idle>>]>,
+        /// Whether a worker runs the task that closes its expired idle connections.
+        reaping: Box<[AtomicBool]>,
     },
     /// `[upstream] http2 = true`: hyper-util's pooled client, which multiplexes h2.
     Pooled(Box<[Client<Connector, ReqBody>]>),
@@ -92,7 +95,9 @@ impl UpstreamClient {
                 .request(req)
                 .await
                 .map_err(UpstreamError::Pooled),
-            Pools::H1 { connector, idle } => self.send_h1(connector, w % idle.len(), req).await,
+            Pools::H1 {
+                connector, idle, ..
+            } => self.send_h1(connector, w % idle.len(), req).await,
         }
     }
 
@@ -143,21 +148,38 @@ impl UpstreamClient {
     }
 
     fn put_idle(&self, w: usize, tx: http1::SendRequest<ReqBody>) {
-        let Pools::H1 { idle, .. } = &*self.0 else {
+        let Pools::H1 { idle, reaping, .. } = &*self.0 else {
             return;
         };
-        let mut list = idle[w].lock().unwrap_or_else(|p| p.into_inner());
-        // The oldest sit at the front: drop the expired (and closed) ones there.
-        let stale = list
-            .iter()
-            .take_while(|i| !i.tx.is_ready() || i.since.elapsed() >= IDLE_TIMEOUT)
-            .count();
-        list.drain(..stale);
-        if list.len() < MAX_IDLE {
-            list.push(Idle {
-                tx,
-                since: Instant::now(),
-            });
+        {
+            let mut list = idle[w].lock().unwrap_or_else(|p| p.into_inner());
+            if list.len() < MAX_IDLE {
+                list.push(Idle {
+                    tx,
+                    since: Instant::now(),
+                });
+            }
+        }
+        if !reaping[w].swap(true, Ordering::Relaxed) {
+            tokio::spawn(reap(Arc::downgrade(&self.0), w));
+        }
+    }
+}
+
+/// Closes this worker's idle connections once they are expired (or already closed by the
+/// upstream), until the client is dropped (a reload that changed its host's settings).
+async fn reap(pools: std::sync::Weak<Pools>, w: usize) {
+    let mut tick = tokio::time::interval(IDLE_TIMEOUT / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(pools) = pools.upgrade() else {
+            return;
+        };
+        if let Pools::H1 { idle, .. } = &*pools {
+            let mut list = idle[w].lock().unwrap_or_else(|p| p.into_inner());
+            list.retain(|i| i.tx.is_ready() && i.since.elapsed() < IDLE_TIMEOUT);
         }
     }
 }
@@ -292,6 +314,7 @@ impl Connector {
             return UpstreamClient(Arc::new(Pools::H1 {
                 connector: self,
                 idle: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
+                reaping: (0..n).map(|_| AtomicBool::new(false)).collect(),
             }));
         }
         let pools: Vec<_> = (0..n)
