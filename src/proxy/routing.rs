@@ -382,7 +382,10 @@ pub async fn attempt(
     Err(e)
 }
 
-fn won(resp: Response<hyper::body::Incoming>, p: &crate::policy::compile::ProviderInfo) -> Won {
+fn won(
+    resp: Response<crate::tls::client::UpBody>,
+    p: &crate::policy::compile::ProviderInfo,
+) -> Won {
     Won {
         resp: resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()),
         provider: p.name.clone(),
@@ -447,7 +450,7 @@ enum Preread {
 /// calls count as content only once they are complete and valid. Returns the held bytes
 /// and when the first event arrived.
 async fn preread(
-    body: &mut hyper::body::Incoming,
+    body: &mut crate::tls::client::UpBody,
     within: Duration,
     mut hold: Option<crate::toolcalls::StreamToolCheck>,
 ) -> Result<(Vec<Bytes>, Instant), Preread> {
@@ -536,7 +539,7 @@ fn is_content(v: &serde_json::Value) -> bool {
 /// A body that replays held frames, then continues with the upstream.
 struct Prefixed {
     held: std::collections::VecDeque<Bytes>,
-    inner: hyper::body::Incoming,
+    inner: crate::tls::client::UpBody,
 }
 
 impl http_body::Body for Prefixed {

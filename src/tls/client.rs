@@ -88,12 +88,13 @@ impl UpstreamClient {
     pub async fn request(
         &self,
         req: hyper::Request<ReqBody>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, UpstreamError> {
+    ) -> Result<hyper::Response<UpBody>, UpstreamError> {
         let w = crate::proxy::workers::current();
         match &*self.0 {
             Pools::Pooled(c) => c[w % c.len()]
                 .request(req)
                 .await
+                .map(|r| r.map(|inner| UpBody { inner, back: None }))
                 .map_err(UpstreamError::Pooled),
             Pools::H1 {
                 connector, idle, ..
@@ -108,7 +109,7 @@ impl UpstreamClient {
         connector: &Connector,
         w: usize,
         mut req: hyper::Request<ReqBody>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, UpstreamError> {
+    ) -> Result<hyper::Response<UpBody>, UpstreamError> {
         let target = origin_form(&mut req);
         loop {
             let (mut tx, reused) = match self.take_idle(w) {
@@ -117,14 +118,9 @@ impl UpstreamClient {
             };
             match tx.try_send_request(req).await {
                 Ok(resp) => {
-                    // Back to the list once the answer has been read.
-                    let this = self.clone();
-                    tokio::spawn(async move {
-                        if tx.ready().await.is_ok() {
-                            this.put_idle(w, tx);
-                        }
-                    });
-                    return Ok(resp);
+                    // Back to the list once the answer has been read (see `UpBody`).
+                    let back = Some((self.clone(), w, tx));
+                    return Ok(resp.map(|inner| UpBody { inner, back }));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(r) if reused => req = r,
@@ -163,6 +159,65 @@ impl UpstreamClient {
         if !reaping[w].swap(true, Ordering::Relaxed) {
             tokio::spawn(reap(Arc::downgrade(&self.0), w));
         }
+    }
+}
+
+/// An upstream answer's body. Once it has been read to the end (or dropped), its HTTP/1.1
+/// connection goes back to the worker's idle list — at once when the connection is already
+/// idle, as it usually is by then, else by a task that waits for it.
+pub struct UpBody {
+    inner: hyper::body::Incoming,
+    back: Option<(UpstreamClient, usize, http1::SendRequest<ReqBody>)>,
+}
+
+// === impl UpBody ===
+
+impl UpBody {
+    fn give_back(&mut self) {
+        let Some((client, w, mut tx)) = self.back.take() else {
+            return;
+        };
+        if tx.is_ready() {
+            return client.put_idle(w, tx);
+        }
+        // Not yet idle (or never again): wait for it where a runtime runs; else close it.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if tx.ready().await.is_ok() {
+                    client.put_idle(w, tx);
+                }
+            });
+        }
+    }
+}
+
+impl http_body::Body for UpBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = r {
+            self.give_back();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpBody {
+    fn drop(&mut self) {
+        self.give_back();
     }
 }
 
