@@ -99,8 +99,10 @@ pub fn start(
             me: i,
             live: live.clone(),
             to: senders.clone(),
-            tracker: tracker.clone(),
-            kill: kill.clone(),
+            local: Local {
+                tracker: tracker.clone(),
+                kill: kill.clone(),
+            },
         };
         let (app, stop, tracker, limit) = (
             app.clone(),
@@ -120,13 +122,10 @@ pub fn start(
                     tokio::spawn(keep_timer_armed());
                     // Connections other workers accepted for this one; ends once every
                     // worker has stopped accepting (the senders are gone).
-                    let local = spread.local();
+                    let local = spread.local.clone();
                     tracker.spawn(async move {
                         while let Some((a, guard)) = handoffs.recv().await {
-                            match a.register() {
-                                Ok(a) => local.serve(a, guard),
-                                Err(e) => tracing::warn!("cannot register a connection: {e}"),
-                            }
+                            local.serve_std(a, guard);
                         }
                     });
                     match tokio::net::TcpListener::from_std(l) {
@@ -155,11 +154,11 @@ pub struct Spread {
     me: usize,
     live: Arc<[AtomicUsize]>,
     to: Arc<[mpsc::UnboundedSender<(AcceptedStd, LiveGuard)>]>,
-    tracker: TaskTracker,
-    kill: CancellationToken,
+    local: Local,
 }
 
 /// Serves connections on the worker it was made on.
+#[derive(Clone)]
 struct Local {
     tracker: TaskTracker,
     kill: CancellationToken,
@@ -184,13 +183,6 @@ impl Drop for LiveGuard {
 // === impl Spread ===
 
 impl Spread {
-    fn local(&self) -> Local {
-        Local {
-            tracker: self.tracker.clone(),
-            kill: self.kill.clone(),
-        }
-    }
-
     /// Serves `a` here, or hands it to the worker with the fewest live connections
     /// (this one on a tie).
     pub fn dispatch(&self, a: Accepted) {
@@ -198,17 +190,14 @@ impl Spread {
         // Counted at once, so a burst of accepts spreads before the handoffs land.
         let guard = LiveGuard::new(self.live.clone(), target);
         if target == self.me {
-            return self.local().serve(a, guard);
+            return self.local.serve(a, guard);
         }
         match a.into_std().map(|a| self.to[target].send((a, guard))) {
             Ok(Ok(())) => {}
-            Ok(Err(mpsc::error::SendError((a, _)))) => match a.register() {
-                // The target is gone (shutting down): serve it here.
-                Ok(a) => self
-                    .local()
-                    .serve(a, LiveGuard::new(self.live.clone(), self.me)),
-                Err(e) => tracing::warn!("cannot register a connection: {e}"),
-            },
+            // The target is gone (shutting down): serve it here.
+            Ok(Err(mpsc::error::SendError((a, _)))) => self
+                .local
+                .serve_std(a, LiveGuard::new(self.live.clone(), self.me)),
             Err(e) => tracing::warn!("cannot hand over a connection: {e}"),
         }
     }
@@ -219,6 +208,15 @@ impl Spread {
 impl Local {
     fn serve(&self, a: Accepted, guard: LiveGuard) {
         a.serve(&self.tracker, self.kill.clone(), guard);
+    }
+
+    /// Registers a connection another worker accepted with this worker's reactor, then
+    /// serves it.
+    fn serve_std(&self, a: AcceptedStd, guard: LiveGuard) {
+        match a.register() {
+            Ok(a) => self.serve(a, guard),
+            Err(e) => tracing::warn!("cannot register a connection: {e}"),
+        }
     }
 }
 

@@ -62,6 +62,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Still open, not taken by another request, and not expired.
+    fn usable(&self) -> bool {
+        self.tx.is_ready() && self.since.elapsed() < IDLE_TIMEOUT
+    }
+}
+
 /// How long an idle upstream connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Most idle connections a worker keeps per upstream host.
@@ -135,12 +142,9 @@ impl UpstreamClient {
             return None;
         };
         let mut list = idle[w].lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(i) = list.pop() {
-            if i.tx.is_ready() && i.since.elapsed() < IDLE_TIMEOUT {
-                return Some(i.tx);
-            }
-        }
-        None
+        std::iter::from_fn(|| list.pop())
+            .find(Idle::usable)
+            .map(|i| i.tx)
     }
 
     fn put_idle(&self, w: usize, tx: http1::SendRequest<ReqBody>) {
@@ -234,7 +238,7 @@ async fn reap(pools: std::sync::Weak<Pools>, w: usize) {
         };
         if let Pools::H1 { idle, .. } = &*pools {
             let mut list = idle[w].lock().unwrap_or_else(|p| p.into_inner());
-            list.retain(|i| i.tx.is_ready() && i.since.elapsed() < IDLE_TIMEOUT);
+            list.retain(Idle::usable);
         }
     }
 }
