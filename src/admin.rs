@@ -116,7 +116,7 @@ pub fn status_json(app: &App) -> serde_json::Value {
         .iter()
         .map(|e| {
             serde_json::json!({
-                "name": e.name,
+                "name": &*e.name,
                 "url": format!("{}://{}:{}{}", if e.https { "https" } else { "http" }, e.host, e.port, e.prefix),
                 "mode": format!("{:?}", e.mode).to_lowercase(),
             })

@@ -22,6 +22,9 @@ type CostLabels = [(&'static str, String); 2];
 pub struct Metrics {
     registry: Registry,
     requests: Family<Labels, Counter>,
+    /// The series of `requests` by status class (1xx … 5xx), looked up once each: a
+    /// response then costs an atomic add, not a lock and a hash of its label set.
+    by_status: [OnceLock<Counter>; 5],
     refused: Family<Labels, Counter>,
     upstream_latency: Histogram,
     reloads: Family<Labels, Counter>,
@@ -110,6 +113,7 @@ impl Metrics {
             protected,
             registry,
             requests,
+            by_status: Default::default(),
             refused,
             upstream_latency,
             reloads,
@@ -123,14 +127,21 @@ impl Metrics {
 
     /// A response came back from upstream.
     pub fn request(&self, status: u16) {
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
+        const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        let i = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
         };
-        self.requests.get_or_create(&[("status", class)]).inc();
+        self.by_status[i]
+            .get_or_init(|| {
+                self.requests
+                    .get_or_create(&[("status", CLASSES[i])])
+                    .clone()
+            })
+            .inc();
         self.total.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -288,5 +299,27 @@ mod tests {
         assert_eq!(cost("b", "gpt-x").as_deref(), Some("0.25"));
         // No price, no cost series.
         assert_eq!(cost("a", "other"), None);
+    }
+
+    #[test]
+    fn responses_count_by_status_class_and_only_classes_seen_show() {
+        let m = Metrics::new();
+        for status in [200, 201, 204, 404, 503, 200] {
+            m.request(status);
+        }
+        let t = m.render("");
+        let count = |class: &str| {
+            line(
+                &t,
+                "llm_egress_requests_total{",
+                &[&format!("status=\"{class}\"")],
+            )
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+        };
+        assert_eq!(count("2xx").as_deref(), Some("4"));
+        assert_eq!(count("4xx").as_deref(), Some("1"));
+        assert_eq!(count("5xx").as_deref(), Some("1"));
+        assert_eq!(count("1xx"), None);
+        assert_eq!(count("3xx"), None);
     }
 }

@@ -29,7 +29,7 @@ pub fn run(path: &Path) -> i32 {
             .model
             .allow
             .iter()
-            .find(|a| a.name == e.name)
+            .find(|a| *a.name == *e.name)
             .and_then(|a| a.pins.as_ref())
             .map_or(0, Vec::len);
         println!(

@@ -63,7 +63,7 @@ pub struct ParsedRequest {
     raw: Bytes,
     /// The body as a map, built on first use; `None` inside for a bodiless request.
     body: OnceLock<Option<Map<String, Value>>>,
-    model: Option<String>,
+    model: Option<skim::Text>,
     stream: bool,
     client_include_usage: Option<bool>,
     include_usage: Option<bool>,
@@ -84,7 +84,7 @@ impl PartialEq for ParsedRequest {
     fn eq(&self, other: &Self) -> bool {
         self.route == other.route
             && self.body() == other.body()
-            && self.model == other.model
+            && self.model() == other.model()
             && self.stream == other.stream
             && self.client_include_usage == other.client_include_usage
             && self.include_usage == other.include_usage
@@ -207,7 +207,10 @@ impl ParsedRequest {
     /// Takes the fields from an already built map (the fallback of
     /// [`parse_request_bytes`]).
     fn fill_from_map(&mut self, map: Map<String, Value>) {
-        self.model = map.get("model").and_then(Value::as_str).map(str::to_owned);
+        self.model = map
+            .get("model")
+            .and_then(Value::as_str)
+            .map(|m| skim::Text::Owned(m.to_owned()));
         self.stream = map.get("stream").and_then(Value::as_bool).unwrap_or(false);
         self.include_usage = map
             .get("stream_options")
@@ -228,7 +231,10 @@ impl ParsedRequest {
 
     /// The `model` field, if it is a string.
     pub fn model(&self) -> Option<&str> {
-        self.model.as_deref()
+        match self.model.as_ref()? {
+            skim::Text::At(start, end) => std::str::from_utf8(self.raw.get(*start..*end)?).ok(),
+            skim::Text::Owned(m) => Some(m),
+        }
     }
 
     /// Whether the client asked for a streamed response (`"stream": true`).
@@ -299,9 +305,10 @@ impl ParsedRequest {
         if self.modified {
             return false;
         }
+        // The rewrite may have moved the model's bytes.
+        self.model = self.model().map(|m| skim::Text::Owned(m.to_owned()));
         self.raw = raw;
         self.body = OnceLock::new();
-        // The rewrite may have moved the model's bytes.
         self.model_span = None;
         true
     }
@@ -333,12 +340,12 @@ impl ParsedRequest {
             out.extend_from_slice(&self.raw[end..]);
             self.raw = Bytes::from(out);
             self.model_span = Some((start, start + quoted.len()));
-            self.model = Some(model.to_owned());
+            self.model = Some(skim::Text::Owned(model.to_owned()));
             return;
         }
         if let Some(body) = self.map_mut() {
             body.insert("model".to_owned(), Value::String(model.to_owned()));
-            self.model = Some(model.to_owned());
+            self.model = Some(skim::Text::Owned(model.to_owned()));
             self.modified = true;
         }
     }

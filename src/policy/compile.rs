@@ -18,6 +18,10 @@ use crate::proxy::url::{normalize_host, normalize_path, under_prefix};
 use crate::tls::client::{AddrPolicy, ConnectObserver, Connector, UpstreamClient};
 use crate::tls::verify::{anchors_with, PinnedVerifier};
 
+/// A name the policy gives (provider, allow entry, model) as a metrics label: shared, so
+/// that a request takes it with a reference count instead of a copy.
+pub type Label = Arc<str>;
+
 /// Default largest buffered request body.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 32 * 1024 * 1024;
 
@@ -33,8 +37,9 @@ pub struct CompileError {
 /// One `[[allow]]` entry, ready to match.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    /// The entry's name (`rule` in audit lines).
-    pub name: String,
+    /// The entry's name (`rule` in audit lines, the provider metrics label of requests
+    /// no `[[provider]]` covers).
+    pub name: Label,
     /// `https` or `http`.
     pub https: bool,
     /// Normalized host.
@@ -109,7 +114,7 @@ pub struct Limits {
 #[derive(Debug, Clone)]
 pub struct ProviderInfo {
     /// Provider name (metrics label).
-    pub name: String,
+    pub name: Label,
     /// `https`?
     pub https: bool,
     /// Normalized host.
@@ -157,7 +162,7 @@ pub struct Policy {
     /// Providers, for pricing and routing.
     pub providers: Vec<ProviderInfo>,
     /// Model names the policy mentions: the only values the `model` metrics label takes.
-    pub model_labels: std::collections::HashSet<String>,
+    pub model_labels: std::collections::HashSet<Label>,
     /// Tool-call validation settings, when enabled.
     pub tool_calls: Option<super::model::ToolCallsSection>,
     /// Prompt protection, when `mode = "tokenize"`.
@@ -309,7 +314,7 @@ impl Policy {
                 rule.entries.push(endpoints.len());
             }
             endpoints.push(Endpoint {
-                name: a.name.clone(),
+                name: Label::from(a.name.as_str()),
                 https,
                 host,
                 port,
@@ -322,8 +327,9 @@ impl Policy {
         let providers = providers(&model)?;
         let mut model_labels = std::collections::HashSet::new();
         for r in &model.route {
-            model_labels.extend(r.matcher.model.iter().flatten().cloned());
-            model_labels.extend(r.targets.iter().filter_map(|t| t.model.clone()));
+            let named = r.matcher.model.iter().flatten();
+            let targets = r.targets.iter().filter_map(|t| t.model.as_ref());
+            model_labels.extend(named.chain(targets).map(|m| Label::from(m.as_str())));
         }
         let tool_calls = model.tool_calls.clone().filter(|t| t.validate);
         let protector = protector(&model)?;
@@ -360,12 +366,13 @@ impl Policy {
         })
     }
 
-    /// The `model` metrics label for `model`: itself when the policy names it, else `other`
-    /// (the name is moved into the label, not copied).
-    pub fn model_label(&self, model: Option<String>) -> std::borrow::Cow<'static, str> {
-        match model {
-            Some(m) if self.model_labels.contains(&m) => std::borrow::Cow::Owned(m),
-            _ => std::borrow::Cow::Borrowed("other"),
+    /// The `model` metrics label for `model`: itself when the policy names it, else `other`.
+    /// Shared, not copied: a label costs a reference count per request.
+    pub fn model_label(&self, model: Option<&str>) -> Label {
+        static OTHER: std::sync::LazyLock<Label> = std::sync::LazyLock::new(|| "other".into());
+        match model.and_then(|m| self.model_labels.get(m)) {
+            Some(label) => label.clone(),
+            None => OTHER.clone(),
         }
     }
 
@@ -533,7 +540,7 @@ fn providers(model: &PolicyFile) -> Result<Vec<ProviderInfo>, CompileError> {
             committed_discount: pr.committed_discount.unwrap_or(0.0),
         });
         out.push(ProviderInfo {
-            name: p.name.clone(),
+            name: Label::from(p.name.as_str()),
             https,
             port: url
                 .port_or_known_default()

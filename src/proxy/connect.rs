@@ -140,6 +140,7 @@ async fn inspect(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_size.max(8192))
+        .writev(false)
         .keep_alive(true);
     builder
         .http2()

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 
 use crate::error::{Code, ProxyError};
 use crate::openai::request::{parse_request_bytes, ApiRoute, ParsedRequest, ToolDecl};
-use crate::policy::compile::ProviderInfo;
+use crate::policy::compile::{Label, ProviderInfo};
 
 /// What the response steps need to know about the request.
 #[derive(Debug, Clone, Default)]
@@ -22,12 +22,13 @@ pub struct Exchange {
     pub client_wants_usage: bool,
     /// The proxy asked the upstream for usage on the client's behalf (drop the extra chunk).
     pub injected_usage: bool,
-    /// The request's model.
-    pub model: Option<String>,
+    /// The `model` metrics label of the request's model (set by the caller, which knows the
+    /// policy's labels).
+    pub model: Option<Label>,
     /// Tools the request declared (for validation).
     pub tools: Vec<ToolDecl>,
     /// Provider label for metrics (the provider name, else the allow rule).
-    pub provider: String,
+    pub provider: Label,
     /// Provider pricing, when known.
     pub price: Option<crate::openai::usage::Price>,
     /// Prompt characters (for per-character pricing).
@@ -89,7 +90,6 @@ pub async fn parse(
     })?;
     ex.stream = parsed.stream();
     ex.client_wants_usage = parsed.client_requested_usage();
-    ex.model = parsed.model().map(str::to_owned);
     ex.tools = parsed.tools().to_vec();
     if ex
         .price

@@ -185,6 +185,7 @@ async fn plain_http(app: Arc<App>, stream: Rewind<TcpStream>, peer: std::net::So
     b.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_size.max(8192))
+        .writev(false)
         .keep_alive(true);
     let conn = b.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);

@@ -25,7 +25,7 @@ use crate::audit::{AuditEvent, EventKind};
 use crate::error::{Code, ProxyError};
 use crate::openai::request::ApiRoute;
 use crate::policy::{Policy, Verdict};
-use crate::tls::client::{find_connect_error, BoxError, ConnectError};
+use crate::tls::client::{find_connect_error, BoxError, ConnectError, ReqBody};
 use crate::App;
 
 /// Body type of responses to clients.
@@ -312,6 +312,7 @@ async fn forward<'a>(
         &mut ex,
     )
     .await?;
+    ex.model = Some(policy.model_label(parsed.as_ref().and_then(|p| p.model())));
     // Step 5: route (the prompt is estimated only when a route matches on its size).
     let routes = &policy.model.route;
     if let (Some(p), Some(api), false) = (parsed.as_mut(), api, routes.is_empty()) {
@@ -339,7 +340,7 @@ async fn forward<'a>(
             };
             let won = routing::attempt(app, policy, routed, p).await?;
             // Usage is counted under the model the answering provider was asked for.
-            ex.model = p.model().map(str::to_owned);
+            ex.model = Some(policy.model_label(p.model()));
             ex.provider = won.provider;
             ex.price = won.price;
             return respond(app, policy, ctx, info, rid, ex, won.resp).await;
@@ -375,8 +376,8 @@ async fn forward<'a>(
     }
     parts.version = Version::HTTP_11;
     let up_body = match body {
-        exchange::Body::Stream(b) => b.map_err(BoxError::from).boxed_unsync(),
-        exchange::Body::Bytes(b) => Full::new(b).map_err(|never| match never {}).boxed_unsync(),
+        exchange::Body::Stream(b) => ReqBody::Stream(b),
+        exchange::Body::Bytes(b) => ReqBody::full(b),
     };
     let up_req = Request::from_parts(parts, up_body);
     let t0 = Instant::now();
@@ -392,20 +393,23 @@ async fn forward<'a>(
         Ok(Ok(r)) => r,
     };
     app.metrics.upstream_latency(t0.elapsed());
-    let resp = resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
     respond(app, policy, ctx, info, rid, ex, resp).await
 }
 
 /// Step 7: the response, streamed back.
-async fn respond(
+async fn respond<B>(
     app: &Arc<App>,
     policy: &Policy,
     ctx: &Ctx,
     info: &Info<'_>,
     rid: &str,
     mut ex: Exchange,
-    resp: Response<RespBody>,
-) -> Result<Response<RespBody>, ProxyError> {
+    resp: Response<B>,
+) -> Result<Response<RespBody>, ProxyError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     // The fields of an audit line are made only when this exchange may write one: an
     // `allowed` line (`log_allowed`) or a tool-call refusal.
     let base = (policy.log_allowed || policy.tool_calls.is_some())
@@ -417,7 +421,7 @@ async fn respond(
     let account = Account {
         app: app.clone(),
         provider: std::mem::take(&mut ex.provider),
-        model: policy.model_label(ex.model.take()),
+        model: ex.model.take().unwrap_or_else(|| policy.model_label(None)),
         price: ex.price.take(),
         prompt_chars: ex.prompt_chars,
         allowed: base.as_ref().filter(|_| policy.log_allowed).cloned(),

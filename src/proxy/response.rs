@@ -40,9 +40,9 @@ pub struct Account {
     /// The app (metrics, audit).
     pub app: Arc<App>,
     /// Provider label.
-    pub provider: String,
+    pub provider: crate::policy::compile::Label,
     /// Bounded model label.
-    pub model: std::borrow::Cow<'static, str>,
+    pub model: crate::policy::compile::Label,
     /// Pricing.
     pub price: Option<crate::openai::usage::Price>,
     /// Prompt characters (per-character pricing).
@@ -83,15 +83,17 @@ impl Account {
             }
         }
         if let Some(mut ev) = self.allowed {
-            detail.insert("provider".into(), self.provider.clone().into());
+            detail.insert("provider".into(), self.provider.as_ref().into());
             ev.detail = Some(serde_json::Value::Object(detail));
             self.app.auditor.record(ev);
         }
     }
 }
 
-/// Processes the upstream response for the client.
-pub async fn respond(
+/// Processes the upstream response for the client. Generic over the upstream's body, so
+/// that the common case (a JSON answer read for usage as it passes) boxes it once, inside
+/// its [`Tee`].
+pub async fn respond<B>(
     app: &Arc<App>,
     ex: Exchange,
     tool_check: Option<(Arc<Vec<crate::openai::request::ToolDecl>>, OnInvalid)>,
@@ -99,13 +101,17 @@ pub async fn respond(
     account: Account,
     // Made by the caller whenever tool calls are checked or allowed requests logged.
     audit_base: Option<AuditEvent>,
-    resp: Response<RespBody>,
-) -> Result<Response<RespBody>, ProxyError> {
+    resp: Response<B>,
+) -> Result<Response<RespBody>, ProxyError>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     let (mut parts, body) = resp.into_parts();
     super::headers::strip_hop_by_hop(&mut parts.headers);
     let Some(route) = ex.route else {
         account.finish(None, 0);
-        return Ok(Response::from_parts(parts, body));
+        return Ok(Response::from_parts(parts, boxed(body)));
     };
     let ctype = parts
         .headers
@@ -148,7 +154,7 @@ pub async fn respond(
     if encoded {
         // The upstream ignored `Accept-Encoding: identity`: pass it on uncounted.
         account.finish(None, 0);
-        return Ok(Response::from_parts(parts, body));
+        return Ok(Response::from_parts(parts, boxed(body)));
     }
     if sse {
         let checker = tool_check.map(|(d, mode)| {
@@ -192,7 +198,7 @@ pub async fn respond(
         parts.headers.remove(header::CONTENT_LENGTH);
         let restore = protector.map(super::sse_restore::SseRestore::new);
         let body = SseBody::new(
-            body,
+            boxed(body),
             StreamTracker::new(route),
             ex.injected_usage,
             checker,
@@ -203,7 +209,7 @@ pub async fn respond(
     }
     if !json {
         account.finish(None, 0);
-        return Ok(Response::from_parts(parts, body));
+        return Ok(Response::from_parts(parts, boxed(body)));
     }
     let decls =
         tool_check.filter(|_| matches!(route, ApiRoute::ChatCompletions | ApiRoute::Responses));
@@ -298,8 +304,21 @@ fn count_restore(app: &App, st: crate::protect::RestoreStats) {
 }
 
 /// Reads a whole body of at most `limit` bytes.
-async fn collect_limited(body: RespBody, limit: usize) -> Result<Bytes, ()> {
+async fn collect_limited<B>(body: B, limit: usize) -> Result<Bytes, ()>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     super::body::collect(body, limit).await.map_err(|_| ())
+}
+
+/// The response body type, from any body (a body that already is one is boxed again).
+fn boxed<B>(b: B) -> RespBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    b.map_err(Into::into).boxed_unsync()
 }
 
 fn full(b: Bytes) -> RespBody {
@@ -317,15 +336,15 @@ fn decompress(raw: &[u8]) -> Option<Bytes> {
 }
 
 /// Passes a JSON body through while keeping a copy; reads usage when it ends.
-struct Tee {
-    inner: RespBody,
+struct Tee<B> {
+    inner: B,
     /// The pieces so far (a one-piece answer is kept by reference, not copied).
     kept: Kept,
     overflow: bool,
     account: Option<Account>,
 }
 
-impl Tee {
+impl<B> Tee<B> {
     fn end(&mut self) {
         if let Some(a) = self.account.take() {
             let usage = if self.overflow {
@@ -338,13 +357,17 @@ impl Tee {
     }
 }
 
-impl Drop for Tee {
+impl<B> Drop for Tee<B> {
     fn drop(&mut self) {
         self.end();
     }
 }
 
-impl Body for Tee {
+impl<B> Body for Tee<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -372,7 +395,7 @@ impl Body for Tee {
             Poll::Ready(Some(Err(e))) => {
                 this.overflow = true;
                 this.end();
-                Poll::Ready(Some(Err(e)))
+                Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
                 this.end();

@@ -17,6 +17,7 @@ use crate::audit::{AuditEvent, EventKind};
 use crate::error::{Code, ProxyError};
 use crate::openai::errors::normalize_error;
 use crate::openai::request::{ApiRoute, ParsedRequest};
+use crate::policy::compile::Label;
 use crate::policy::model::{OnInvalid, RouteEntry, Strategy};
 use crate::policy::{Policy, Verdict};
 use crate::route::{
@@ -61,7 +62,7 @@ pub struct Won {
     /// The response (body already includes held frames).
     pub resp: Response<RespBody>,
     /// The provider that answered.
-    pub provider: String,
+    pub provider: Label,
     /// Its pricing.
     pub price: Option<crate::openai::usage::Price>,
 }
@@ -91,7 +92,7 @@ pub async fn attempt(
         .route
         .targets
         .iter()
-        .map(|t| policy.providers.iter().find(|p| p.name == t.provider))
+        .map(|t| policy.providers.iter().find(|p| *p.name == *t.provider))
         .collect();
     let breakers: Vec<_> = providers
         .iter()
@@ -121,9 +122,9 @@ pub async fn attempt(
     }
     let retry = RetryPolicy::from_model(r.route.retry.as_ref());
     let mut plan = AttemptPlan::new(order, &retry);
-    let mut last: Option<(String, serde_json::Value)> = None;
+    let mut last: Option<(Label, serde_json::Value)> = None;
     let mut retry_after = None;
-    let mut prev_provider: Option<String> = None;
+    let mut prev_provider: Option<Label> = None;
     while let Some((ti, wait)) = plan.next() {
         if let Some(w) = wait {
             tokio::time::sleep(w).await;
@@ -141,7 +142,7 @@ pub async fn attempt(
                 event: EventKind::Failover,
                 rule: Some(r.route.name.clone()),
                 request_id: Some(r.rid.clone()),
-                detail: Some(serde_json::json!({ "from": prev, "to": p.name, "after": last.as_ref().map(|l| l.0.clone()) })),
+                detail: Some(serde_json::json!({ "from": &*prev, "to": &*p.name, "after": last.as_ref().map(|l| &*l.0) })),
                 ..AuditEvent::default()
             });
         }
@@ -205,11 +206,7 @@ pub async fn attempt(
             ));
         }
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        let mut req = Request::new(
-            Full::new(body)
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        );
+        let mut req = Request::new(crate::tls::client::ReqBody::full(body));
         *req.method_mut() = r.method.clone();
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
@@ -376,7 +373,7 @@ pub async fn attempt(
     e.retry_after = Some(retry_after.unwrap_or(1));
     if let Some((provider, up)) = last {
         e.upstream = Some(Box::new(
-            serde_json::json!({ "provider": provider, "error": up }),
+            serde_json::json!({ "provider": &*provider, "error": up }),
         ));
     }
     Err(e)
@@ -397,21 +394,21 @@ fn won(
 fn tool_retried(
     app: &App,
     r: &Routed<'_>,
-    provider: &str,
+    provider: &Label,
     msg: &str,
-) -> (String, serde_json::Value) {
+) -> (Label, serde_json::Value) {
     app.auditor.record(AuditEvent {
         event: EventKind::ToolCallInvalid,
         reason: Some(Code::ToolCallInvalid.as_str().into()),
         rule: Some(r.route.name.clone()),
         request_id: Some(r.rid.clone()),
         detail: Some(
-            serde_json::json!({ "error": msg, "action": "retried", "provider": provider }),
+            serde_json::json!({ "error": msg, "action": "retried", "provider": &**provider }),
         ),
         ..AuditEvent::default()
     });
     (
-        provider.to_owned(),
+        provider.clone(),
         serde_json::json!({ "message": format!("tool call rejected: {msg}") }),
     )
 }

@@ -18,7 +18,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper::client::conn::http1;
 use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
@@ -35,8 +34,56 @@ use crate::addr;
 
 /// Error type carried in bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The request body type sent upstream.
-pub type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
+/// The body of a request sent upstream: the bytes the proxy read (and maybe rewrote), or
+/// the client's body streamed through. An enum, not a boxed body: no allocation and no
+/// dynamic call per request.
+#[derive(Debug)]
+pub enum ReqBody {
+    /// Whole; taken when sent.
+    Full(Option<Bytes>),
+    /// The client's own, frame by frame.
+    Stream(hyper::body::Incoming),
+}
+
+// === impl ReqBody ===
+
+impl ReqBody {
+    /// A whole body (an empty one sends no frame).
+    pub fn full(b: Bytes) -> Self {
+        Self::Full(Some(b).filter(|b| !b.is_empty()))
+    }
+}
+
+impl http_body::Body for ReqBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(http_body::Frame::data(b)))),
+            Self::Stream(s) => Pin::new(s).poll_frame(cx).map_err(BoxError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(b) => b.is_none(),
+            Self::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::Full(b) => {
+                http_body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Self::Stream(s) => s.size_hint(),
+        }
+    }
+}
 
 /// The pooled upstream client of one host. Pools are per proxy worker
 /// ([`crate::proxy::workers`]), so a request uses connections driven by its own thread.
@@ -272,7 +319,11 @@ async fn connect_h1(
         .call(target.clone())
         .await
         .map_err(UpstreamError::Connect)?;
-    let (tx, conn) = http1::handshake(io).await.map_err(UpstreamError::Http)?;
+    let (tx, conn) = http1::Builder::new()
+        .writev(false)
+        .handshake(io)
+        .await
+        .map_err(UpstreamError::Http)?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!("upstream connection ended: {e}");

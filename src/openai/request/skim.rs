@@ -19,7 +19,7 @@ use serde_json::Value;
 #[derive(Debug, Default)]
 pub(super) struct Skim {
     /// `model`, when its last value is a string.
-    pub model: Option<String>,
+    pub model: Option<Text>,
     /// `stream`, when its last value is a boolean.
     pub stream: Option<bool>,
     /// `stream_options.include_usage` of the last `stream_options`, when a boolean.
@@ -31,6 +31,24 @@ pub(super) struct Skim {
     /// Where the value of `model` lies in the body (`start..end`), when the key occurs
     /// exactly once: a model rewrite can then splice the bytes instead of building the map.
     pub model_span: Option<(usize, usize)>,
+}
+
+/// A string field's text: where it lies in the body (a string without escapes, so its
+/// bytes are its text) or, decoded, its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Text {
+    /// `body[start..end]`.
+    At(usize, usize),
+    /// Decoded from a string with escapes.
+    Owned(String),
+}
+
+/// Whether `raw` (a JSON value as serde_json validated it) is a string without escapes.
+fn plain_string(raw: &str) -> bool {
+    raw.len() >= 2
+        && raw.starts_with('"')
+        && raw.ends_with('"')
+        && !raw[1..raw.len() - 1].contains(['\\', '"'])
 }
 
 /// What the pass reads: the fields, and the raw `model` value with its key count.
@@ -49,11 +67,19 @@ impl Skim {
             model,
             model_keys,
         } = serde_json::from_slice::<Parse<'_>>(body).ok()?;
-        if let (Some(raw), 1) = (model, model_keys) {
+        if let Some(raw) = model {
             // A borrowed raw value is a slice of `body`.
             let start = (raw.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
             let end = start + raw.get().len();
-            skim.model_span = (end <= body.len()).then_some((start, end));
+            if end > body.len() {
+                return None;
+            }
+            if plain_string(raw.get()) {
+                skim.model = Some(Text::At(start + 1, end - 1));
+            }
+            if model_keys == 1 {
+                skim.model_span = Some((start, end));
+            }
         }
         Some(skim)
     }
@@ -114,13 +140,17 @@ impl<'de> Deserialize<'de> for Parse<'de> {
                     match key {
                         Key::Model => {
                             let raw = map.next_value::<&'de RawValue>()?;
-                            // Read through a `Value`, so the depth limit applies as it
-                            // does to the full parse.
-                            skim.model = match serde_json::from_str::<Value>(raw.get())
-                                .map_err(de::Error::custom)?
-                            {
-                                Value::String(s) => Some(s),
-                                _ => None,
+                            // A string without escapes is its own text: `Skim::of` notes
+                            // where it lies. Anything else is read through a `Value`, so
+                            // the depth limit applies as it does to the full parse.
+                            skim.model = match plain_string(raw.get()) {
+                                true => None,
+                                false => match serde_json::from_str::<Value>(raw.get())
+                                    .map_err(de::Error::custom)?
+                                {
+                                    Value::String(s) => Some(Text::Owned(s)),
+                                    _ => None,
+                                },
                             };
                             model = Some(raw);
                             model_keys += 1;

@@ -181,6 +181,39 @@ fn set_model_keeps_position() {
     assert_eq!(req.to_bytes(), &br#"{"a":1,"model":"gpt-4o","b":2}"#[..]);
 }
 
+#[test]
+fn the_model_is_read_in_place_or_decoded_and_survives_a_raw_rewrite() {
+    // A string without escapes is read where it lies; one with escapes is decoded; the
+    // last of repeated keys counts; a non-string is no model.
+    for (body, model) in [
+        (r#"{"model":"gpt-4o-mini","x":1}"#, Some("gpt-4o-mini")),
+        (r#"{"model":"a\"b\u00e9","x":1}"#, Some("a\"bé")),
+        (r#"{"model":"é ü","x":1}"#, Some("é ü")),
+        (r#"{"model":"","x":1}"#, Some("")),
+        (r#"{"model":"first","model":"second"}"#, Some("second")),
+        (r#"{"model":"first","model":["x"]}"#, None),
+        (r#"{"model":7}"#, None),
+    ] {
+        assert_eq!(
+            parse(ApiRoute::ChatCompletions, body).model(),
+            model,
+            "{body}"
+        );
+    }
+    // A rewrite that moves the model's bytes (as protection's may) keeps its text.
+    let mut req = parse(ApiRoute::ChatCompletions, r#"{"a":"xx","model":"m-1"}"#);
+    assert!(req.replace_raw(Bytes::from_static(
+        br#"{"a":"a much longer text","model":"m-1"}"#
+    )));
+    assert_eq!(req.model(), Some("m-1"));
+    let mut req = parse(
+        ApiRoute::ChatCompletions,
+        r#"{"a":"a much longer text","model":"m-2"}"#,
+    );
+    assert!(req.replace_raw(Bytes::from_static(br#"{"a":"","model":"m-2"}"#)));
+    assert_eq!(req.model(), Some("m-2"));
+}
+
 /// Arbitrary JSON values with short, collision-prone keys.
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
