@@ -27,8 +27,9 @@ pub struct Exchange {
     pub model: Option<Label>,
     /// Tools the request declared (for validation).
     pub tools: Vec<ToolDecl>,
-    /// Provider label for metrics (the provider name, else the allow rule).
-    pub provider: Label,
+    /// Provider label for metrics (the provider name, else the allow rule). An `Option`:
+    /// an empty `Arc<str>` default would share one count across every thread.
+    pub provider: Option<Label>,
     /// Provider pricing, when known.
     pub price: Option<crate::openai::usage::Price>,
     /// Prompt characters (for per-character pricing).
@@ -59,7 +60,7 @@ pub async fn parse(
 ) -> Result<(Body, Option<ParsedRequest>), ProxyError> {
     ex.route = route;
     if let Some(p) = provider {
-        ex.provider = p.name.clone();
+        ex.provider = Some(p.name.clone());
         ex.price = p.price.clone();
     }
     let Some(route) = route.filter(|_| method == http::Method::POST) else {

@@ -24,6 +24,7 @@ use super::url::{normalize_host, normalize_path};
 use crate::audit::{AuditEvent, EventKind};
 use crate::error::{Code, ProxyError};
 use crate::openai::request::ApiRoute;
+use crate::policy::compile::Label;
 use crate::policy::{Policy, Verdict};
 use crate::tls::client::{find_connect_error, BoxError, ConnectError, ReqBody};
 use crate::App;
@@ -253,7 +254,8 @@ async fn forward<'a>(
         if api.is_none() {
             return Err(no_route(&path));
         }
-        ex.provider = "gateway".into();
+        static GATEWAY: std::sync::LazyLock<Label> = std::sync::LazyLock::new(|| "gateway".into());
+        ex.provider = Some(GATEWAY.clone());
         parts.headers.remove(header::HOST);
         None
     } else {
@@ -299,7 +301,7 @@ async fn forward<'a>(
         .and_then(|(https, host, port, ..)| policy.provider_for(*https, host, *port, &path));
     // Metrics label: the provider's name (set by the parse step), else the allow rule's.
     if let (None, Some((.., endpoint))) = (provider, &direct) {
-        ex.provider = endpoint.name.clone();
+        ex.provider = Some(endpoint.name.clone());
     }
     let (body, mut parsed) = exchange::parse(
         policy.protector.as_deref(),
@@ -341,7 +343,7 @@ async fn forward<'a>(
             let won = routing::attempt(app, policy, routed, p).await?;
             // Usage is counted under the model the answering provider was asked for.
             ex.model = Some(policy.model_label(p.model()));
-            ex.provider = won.provider;
+            ex.provider = Some(won.provider);
             ex.price = won.price;
             return respond(app, policy, ctx, info, rid, ex, won.resp).await;
         }
@@ -420,7 +422,11 @@ where
         .map(|t| (Arc::new(std::mem::take(&mut ex.tools)), t.on_invalid));
     let account = Account {
         app: app.clone(),
-        provider: std::mem::take(&mut ex.provider),
+        // Every path that gets here set it; `other` should one ever not.
+        provider: ex
+            .provider
+            .take()
+            .unwrap_or_else(|| policy.model_label(None)),
         model: ex.model.take().unwrap_or_else(|| policy.model_label(None)),
         price: ex.price.take(),
         prompt_chars: ex.prompt_chars,
