@@ -409,7 +409,7 @@ async fn respond<B>(
     resp: Response<B>,
 ) -> Result<Response<RespBody>, ProxyError>
 where
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B: response::IntoRespBody,
     B::Error: Into<BoxError>,
 {
     // The fields of an audit line are made only when this exchange may write one: an

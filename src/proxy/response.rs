@@ -104,14 +104,14 @@ pub async fn respond<B>(
     resp: Response<B>,
 ) -> Result<Response<RespBody>, ProxyError>
 where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B: IntoRespBody,
     B::Error: Into<BoxError>,
 {
     let (mut parts, body) = resp.into_parts();
     super::headers::strip_hop_by_hop(&mut parts.headers);
     let Some(route) = ex.route else {
         account.finish(None, 0);
-        return Ok(Response::from_parts(parts, boxed(body)));
+        return Ok(Response::from_parts(parts, body.into_resp_body()));
     };
     let ctype = parts
         .headers
@@ -154,7 +154,7 @@ where
     if encoded {
         // The upstream ignored `Accept-Encoding: identity`: pass it on uncounted.
         account.finish(None, 0);
-        return Ok(Response::from_parts(parts, boxed(body)));
+        return Ok(Response::from_parts(parts, body.into_resp_body()));
     }
     if sse {
         let checker = tool_check.map(|(d, mode)| {
@@ -198,7 +198,7 @@ where
         parts.headers.remove(header::CONTENT_LENGTH);
         let restore = protector.map(super::sse_restore::SseRestore::new);
         let body = SseBody::new(
-            boxed(body),
+            body.into_resp_body(),
             StreamTracker::new(route),
             ex.injected_usage,
             checker,
@@ -209,7 +209,7 @@ where
     }
     if !json {
         account.finish(None, 0);
-        return Ok(Response::from_parts(parts, boxed(body)));
+        return Ok(Response::from_parts(parts, body.into_resp_body()));
     }
     let decls =
         tool_check.filter(|_| matches!(route, ApiRoute::ChatCompletions | ApiRoute::Responses));
@@ -312,13 +312,23 @@ where
     super::body::collect(body, limit).await.map_err(|_| ())
 }
 
-/// The response body type, from any body (a body that already is one is boxed again).
-fn boxed<B>(b: B) -> RespBody
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    b.map_err(Into::into).boxed_unsync()
+/// An upstream answer's body that [`respond`] can pass on as a response body: an upstream
+/// body is boxed, a routed answer (already one) is not boxed again.
+pub trait IntoRespBody: Body<Data = Bytes> + Send + Unpin + 'static {
+    /// The response body.
+    fn into_resp_body(self) -> RespBody;
+}
+
+impl IntoRespBody for RespBody {
+    fn into_resp_body(self) -> RespBody {
+        self
+    }
+}
+
+impl IntoRespBody for crate::tls::client::UpBody {
+    fn into_resp_body(self) -> RespBody {
+        self.map_err(BoxError::from).boxed_unsync()
+    }
 }
 
 fn full(b: Bytes) -> RespBody {

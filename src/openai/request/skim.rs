@@ -55,6 +55,8 @@ fn plain_string(raw: &str) -> bool {
 struct Parse<'a> {
     skim: Skim,
     model: Option<&'a RawValue>,
+    /// The last `model` is a string without escapes (its text is where it lies).
+    model_plain: bool,
     model_keys: usize,
 }
 
@@ -65,6 +67,7 @@ impl Skim {
         let Parse {
             mut skim,
             model,
+            model_plain,
             model_keys,
         } = serde_json::from_slice::<Parse<'_>>(body).ok()?;
         if let Some(raw) = model {
@@ -74,7 +77,7 @@ impl Skim {
             if end > body.len() {
                 return None;
             }
-            if plain_string(raw.get()) {
+            if model_plain {
                 skim.model = Some(Text::At(start + 1, end - 1));
             }
             if model_keys == 1 {
@@ -135,7 +138,7 @@ impl<'de> Deserialize<'de> for Parse<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parse<'de>, A::Error> {
                 let mut skim = Skim::default();
-                let (mut model, mut model_keys) = (None, 0);
+                let (mut model, mut model_plain, mut model_keys) = (None, false, 0);
                 while let Some(key) = map.next_key::<Key>()? {
                     match key {
                         Key::Model => {
@@ -143,7 +146,8 @@ impl<'de> Deserialize<'de> for Parse<'de> {
                             // A string without escapes is its own text: `Skim::of` notes
                             // where it lies. Anything else is read through a `Value`, so
                             // the depth limit applies as it does to the full parse.
-                            skim.model = match plain_string(raw.get()) {
+                            model_plain = plain_string(raw.get());
+                            skim.model = match model_plain {
                                 true => None,
                                 false => match serde_json::from_str::<Value>(raw.get())
                                     .map_err(de::Error::custom)?
@@ -175,6 +179,7 @@ impl<'de> Deserialize<'de> for Parse<'de> {
                 Ok(Parse {
                     skim,
                     model,
+                    model_plain,
                     model_keys,
                 })
             }
