@@ -40,6 +40,32 @@ fn smoke_run_writes_every_section() {
     ] {
         assert!(md.contains(needle), "missing {needle:?} in:\n{md}");
     }
+    // Context switches per request are read for the processes on the path: the inspect row
+    // ends with three figures (proxy / mock / load generator), the direct row has no proxy.
+    let row = |mode: &str| {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {mode} | 1 |")))
+            .unwrap_or_else(|| panic!("no {mode} row in:\n{md}"))
+            .trim_end_matches(" |")
+            .rsplit("| ")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let figures = |cell: &str| -> Vec<Option<f64>> {
+        cell.split(" / ").map(|f| f.trim().parse().ok()).collect()
+    };
+    let inspect = figures(&row("inspect"));
+    assert_eq!(inspect.len(), 3, "inspect context switches: {inspect:?}");
+    assert!(
+        inspect.iter().all(|f| f.is_some_and(|f| f > 0.0)),
+        "inspect context switches not all measured: {inspect:?}"
+    );
+    let direct = figures(&row("direct"));
+    assert!(
+        direct[0].is_none() && direct[1..].iter().all(Option::is_some),
+        "direct context switches: {direct:?}"
+    );
     // Each §11 target is marked, and each feature is either measured or "not available".
     for target in [
         "throughput, inspected HTTPS",

@@ -99,6 +99,8 @@ struct Acc {
     errors: u64,
     /// CPU seconds of the three processes.
     cpu: [f64; 3],
+    /// Context switches of the three processes.
+    cs: [f64; 3],
     secs: f64,
 }
 
@@ -111,12 +113,16 @@ impl Acc {
         for (sum, add) in self.cpu.iter_mut().zip(w.cpu) {
             *sum += add;
         }
+        for (sum, add) in self.cs.iter_mut().zip(w.cs) {
+            *sum += add;
+        }
         self.secs += measured.as_secs_f64();
     }
 
     fn summary(self) -> Summary {
         let mut s = Summary::from_ns(self.lat, self.secs, self.errors);
         s.cpu = self.cpu.map(|secs| secs * 1e6 / s.ok.max(1) as f64);
+        s.cs = self.cs.map(|n| n / s.ok.max(1) as f64);
         s
     }
 }
@@ -141,18 +147,27 @@ async fn window(
         // The proxy side may be a process tree (nginx: a master and its workers).
         let snap = || {
             let [proxy, mock, loadgen] = pids;
-            [
+            let cpu = [
                 procs::cpu_seconds_tree(proxy),
                 procs::cpu_seconds(mock),
                 procs::cpu_seconds(loadgen),
-            ]
-            .map(|s| s.unwrap_or(f64::NAN))
+            ];
+            let cs = [
+                procs::ctx_switches_tree(proxy),
+                procs::ctx_switches(mock),
+                procs::ctx_switches(loadgen),
+            ];
+            let known = |v: Option<f64>| v.unwrap_or(f64::NAN);
+            (cpu.map(known), cs.map(known))
         };
         tokio::time::sleep_until(from.into()).await;
         let a = snap();
         tokio::time::sleep_until(end.into()).await;
         let b = snap();
-        std::array::from_fn::<f64, 3, _>(|i| b[i] - a[i])
+        (
+            std::array::from_fn::<f64, 3, _>(|i| b.0[i] - a.0[i]),
+            std::array::from_fn::<f64, 3, _>(|i| b.1[i] - a.1[i]),
+        )
     });
     let mut set = JoinSet::new();
     for mut tx in conns {
@@ -188,7 +203,7 @@ async fn window(
         out.lat.extend(lat);
         out.errors += e;
     }
-    out.cpu = cpu.await?;
+    (out.cpu, out.cs) = cpu.await?;
     Ok((kept, out))
 }
 

@@ -376,6 +376,43 @@ pub fn cpu_seconds_tree(pid: u32) -> Option<f64> {
     )
 }
 
+/// [`ctx_switches`] of `pid` plus its child processes.
+pub fn ctx_switches_tree(pid: u32) -> Option<f64> {
+    let own = ctx_switches(pid)?;
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    Some(
+        own + children
+            .split_whitespace()
+            .filter_map(|c| ctx_switches(c.parse().ok()?))
+            .sum::<f64>(),
+    )
+}
+
+/// Context switches (voluntary + involuntary) of every thread of process `pid` so far,
+/// from `/proc/PID/task/*/status` (the process's own `status` counts its first thread
+/// only); None when the process does not exist (pid 0).
+pub fn ctx_switches(pid: u32) -> Option<f64> {
+    if pid == 0 {
+        return None;
+    }
+    let mut sum = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(status) = std::fs::read_to_string(t.ok()?.path().join("status")) else {
+            continue; // the thread ended meanwhile
+        };
+        sum += status
+            .lines()
+            .filter(|l| {
+                l.starts_with("voluntary_ctxt_switches:")
+                    || l.starts_with("nonvoluntary_ctxt_switches:")
+            })
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Some(sum as f64)
+}
+
 /// CPU time (user + system) of process `pid` in seconds, from `/proc/PID/stat`; None
 /// when the process does not exist (pid 0).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {

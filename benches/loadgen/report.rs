@@ -119,6 +119,13 @@ pub(crate) fn f1(x: f64) -> String {
         "–".into()
     }
 }
+pub(crate) fn f2(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.2}")
+    } else {
+        "–".into()
+    }
+}
 pub(crate) fn pct(x: f64) -> String {
     if x.is_finite() {
         format!("{:.1} %", x * 100.0)

@@ -2,15 +2,15 @@
 
 use std::fmt::Write;
 
-use super::report::{f0, f1, mib, pct, Results};
+use super::report::{f0, f1, f2, mib, pct, Results};
 use super::scenarios::{MemRun, MintRun};
 use super::stats::{median, Summary};
 
 impl Results {
     pub(crate) fn section_tput(&self, o: &mut String) {
-        let _ = writeln!(o, "## 1. Non-streaming chat completions\n\nA `POST /v1/chat/completions` ({} bytes of JSON up, {} down). *direct*: TLS straight to the mock. *inspect*: `CONNECT` + TLS with the proxy's minted leaf (full policy: allowlist, pinned upstream chain, audit). *tunnel*: a `mode = \"tunnel\"` entry, the client sees the mock's certificate. *gateway*: plain HTTP, origin-form, to the proxy port.{} Ratios and added latency (proxied − direct at the same percentile) are taken within each run, where the modes took turns, then the median over runs; the req/s and µs columns are medians of their own. CPU µs/req: user + system time of each process (`/proc/PID/stat`) during the window divided by the requests completed; loopback TCP work done in softirq context is charged to whichever process was running, so the columns do not add up to the machine's total.\n", self.sizes.0, self.sizes.1,
+        let _ = writeln!(o, "## 1. Non-streaming chat completions\n\nA `POST /v1/chat/completions` ({} bytes of JSON up, {} down). *direct*: TLS straight to the mock. *inspect*: `CONNECT` + TLS with the proxy's minted leaf (full policy: allowlist, pinned upstream chain, audit). *tunnel*: a `mode = \"tunnel\"` entry, the client sees the mock's certificate. *gateway*: plain HTTP, origin-form, to the proxy port.{} Ratios and added latency (proxied − direct at the same percentile) are taken within each run, where the modes took turns, then the median over runs; the req/s and µs columns are medians of their own. CPU µs/req: user + system time of each process (`/proc/PID/stat`) during the window divided by the requests completed; loopback TCP work done in softirq context is charged to whichever process was running, so the columns do not add up to the machine's total. Context switches per request: voluntary + involuntary, every thread of each process (`/proc/PID/task/*/status`), proxy / mock / load generator — what a proxy in the path costs the processes around it.\n", self.sizes.0, self.sizes.1,
             self.nginx.as_ref().map_or(String::new(), |v| format!(" *nginx*: {v} as a TLS reverse proxy in front of the same mock, one worker per CPU, keep-alive upstream pool with TLS session reuse, no access log — the reference PRODUCT.md §11 quotes; its CPU column sums the master and its workers.")));
-        let _ = writeln!(o, "| mode | conns | req/s | p50 µs | p90 µs | p99 µs | req/s vs direct | added p50 µs | added p99 µs | failed | CPU µs/req proxy | mock | loadgen |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(o, "| mode | conns | req/s | p50 µs | p90 µs | p99 µs | req/s vs direct | added p50 µs | added p99 µs | failed | CPU µs/req proxy | mock | loadgen | context switches/req proxy / mock / loadgen |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for &l in &self.levels {
             let d = self.tp("direct", l);
             for &m in &self.modes {
@@ -25,7 +25,7 @@ impl Results {
                 };
                 let _ = writeln!(
                     o,
-                    "| {m} | {l} | {} | {} | {} | {} | {ratio} | {a50} | {a99} | {} | {} | {} | {} |",
+                    "| {m} | {l} | {} | {} | {} | {} | {ratio} | {a50} | {a99} | {} | {} | {} | {} | {} |",
                     f0(s.rps),
                     f0(s.p50),
                     f0(s.p90),
@@ -33,7 +33,8 @@ impl Results {
                     s.errors,
                     f1(s.cpu[0]),
                     f1(s.cpu[1]),
-                    f1(s.cpu[2])
+                    f1(s.cpu[2]),
+                    s.cs.map(f2).join(" / ")
                 );
             }
         }

@@ -56,6 +56,9 @@ pub struct Summary {
     /// CPU time (user + system) per completed request, µs, of the proxy, the mock and
     /// the load generator during the window (NaN: no such process).
     pub cpu: [f64; 3],
+    /// Context switches (voluntary + involuntary, all threads) per completed request of
+    /// the same three processes (NaN: no such process).
+    pub cs: [f64; 3],
 }
 
 impl Summary {
@@ -70,6 +73,7 @@ impl Summary {
             ok: lat.len() as u64,
             errors,
             cpu: [f64::NAN; 3],
+            cs: [f64::NAN; 3],
         }
     }
 
@@ -86,6 +90,7 @@ impl Summary {
             cpu: std::array::from_fn(|i| {
                 median(&runs.iter().map(|s| s.cpu[i]).collect::<Vec<_>>())
             }),
+            cs: std::array::from_fn(|i| median(&runs.iter().map(|s| s.cs[i]).collect::<Vec<_>>())),
         }
     }
 }
