@@ -180,6 +180,18 @@ impl Results {
         c: usize,
         f: impl Fn(&Summary, &Summary) -> f64,
     ) -> f64 {
+        median(&self.per_run_between(mode, other, c, f))
+    }
+
+    /// `f(run of mode, same run of other)` at concurrency `c`, one per run, in run order
+    /// (empty when either mode was not measured).
+    pub(crate) fn per_run_between(
+        &self,
+        mode: &str,
+        other: &str,
+        c: usize,
+        f: impl Fn(&Summary, &Summary) -> f64,
+    ) -> Vec<f64> {
         let get = |m: &str| {
             self.tput
                 .iter()
@@ -187,9 +199,20 @@ impl Results {
                 .map(|x| x.1)
         };
         let (Some(a), Some(b)) = (get(mode), get(other)) else {
-            return f64::NAN;
+            return Vec::new();
         };
-        median(&a.iter().zip(b).map(|(a, b)| f(a, b)).collect::<Vec<_>>())
+        a.iter().zip(b).map(|(a, b)| f(a, b)).collect()
+    }
+
+    /// The per-run ratios of `mode` to `other` at `c`, for a summary line:
+    /// "; per run 46.9 / 43.2 / 40.6 %" (nothing for a single run).
+    fn per_run_note(&self, mode: &str, other: &str, c: usize) -> String {
+        let v = self.per_run_between(mode, other, c, |a, b| a.rps / b.rps);
+        if v.len() < 2 {
+            return String::new();
+        }
+        let each: Vec<String> = v.iter().map(|r| format!("{:.1}", r * 100.0)).collect();
+        format!("; per run {} %", each.join(" / "))
     }
 
     /// [`Self::paired`] for the streaming results.
@@ -267,13 +290,13 @@ impl Results {
         if let (Some(d), Some(i)) = (self.tp("direct", hi), self.tp("inspect", hi)) {
             let r = self.paired("inspect", hi, |a, d| a.rps / d.rps);
             row(format!("throughput, inspected HTTPS, keep-alive, {hi} connections, full policy ≥ 50 % of direct"),
-                format!("{} ({} vs {} req/s)", pct(r), f0(i.rps), f0(d.rps)), mark(r >= 0.5));
+                format!("{} ({} vs {} req/s{})", pct(r), f0(i.rps), f0(d.rps), self.per_run_note("inspect", "direct", hi)), mark(r >= 0.5));
         }
         if let (Some(d), Some(n)) = (self.tp("direct", hi), self.tp("nginx", hi)) {
             let r = self.paired("nginx", hi, |a, d| a.rps / d.rps);
             let vs = self.paired_between("inspect", "nginx", hi, |i, n| i.rps / n.rps);
             row(format!("reference, not a target: nginx as a TLS reverse proxy in front of the same mock, {hi} connections (§11 quotes ~47–48 % for it)"),
-                format!("{} of direct ({} vs {} req/s); inspect reached {} of nginx's throughput", pct(r), f0(n.rps), f0(d.rps), pct(vs)),
+                format!("{} of direct ({} vs {} req/s{}); inspect reached {} of nginx's throughput{}", pct(r), f0(n.rps), f0(d.rps), self.per_run_note("nginx", "direct", hi), pct(vs), self.per_run_note("inspect", "nginx", hi)),
                 "reference");
         }
         if let (Some(d), Some(i)) = (self.tp("direct", lo), self.tp("inspect", lo)) {
