@@ -148,12 +148,12 @@ async fn window(
         let snap = || {
             let [proxy, mock, loadgen] = pids;
             let cpu = [
-                procs::cpu_seconds_tree(proxy),
+                procs::tree(proxy, procs::cpu_seconds),
                 procs::cpu_seconds(mock),
                 procs::cpu_seconds(loadgen),
             ];
             let cs = [
-                procs::ctx_switches_tree(proxy),
+                procs::tree(proxy, procs::ctx_switches),
                 procs::ctx_switches(mock),
                 procs::ctx_switches(loadgen),
             ];

@@ -362,29 +362,17 @@ pub fn check(bin: &Path, policy_dir: &Path, env: &[(String, String)]) -> Result<
     Err(text.lines().take(3).collect::<Vec<_>>().join(" / "))
 }
 
-/// [`cpu_seconds`] of `pid` plus its child processes (nginx: the master and its workers).
-pub fn cpu_seconds_tree(pid: u32) -> Option<f64> {
-    let own = cpu_seconds(pid)?;
-    // Without CONFIG_PROC_CHILDREN the file is missing: the process's own time only.
+/// `count` of `pid` plus the same of its child processes (nginx: the master and its
+/// workers); None when `pid` itself cannot be read.
+pub fn tree(pid: u32, count: fn(u32) -> Option<f64>) -> Option<f64> {
+    let own = count(pid)?;
+    // Without CONFIG_PROC_CHILDREN the file is missing: the process's own figure only.
     let children =
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     Some(
         own + children
             .split_whitespace()
-            .filter_map(|c| cpu_seconds(c.parse().ok()?))
-            .sum::<f64>(),
-    )
-}
-
-/// [`ctx_switches`] of `pid` plus its child processes.
-pub fn ctx_switches_tree(pid: u32) -> Option<f64> {
-    let own = ctx_switches(pid)?;
-    let children =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    Some(
-        own + children
-            .split_whitespace()
-            .filter_map(|c| ctx_switches(c.parse().ok()?))
+            .filter_map(|c| count(c.parse().ok()?))
             .sum::<f64>(),
     )
 }
