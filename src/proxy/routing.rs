@@ -20,6 +20,7 @@ use crate::openai::request::{ApiRoute, ParsedRequest};
 use crate::policy::compile::Label;
 use crate::policy::model::{OnInvalid, RouteEntry, Strategy};
 use crate::policy::{Policy, Verdict};
+use crate::proxy::response::IntoRespBody;
 use crate::route::{
     expected_cost, expected_output_tokens, rank, reprobe, AttemptPlan, Candidate, Outcome,
     RetryPolicy, Transition, REPROBE_AFTER,
@@ -384,7 +385,7 @@ fn won(
     p: &crate::policy::compile::ProviderInfo,
 ) -> Won {
     Won {
-        resp: resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()),
+        resp: resp.map(IntoRespBody::into_resp_body),
         provider: p.name.clone(),
         price: p.price.clone(),
     }
