@@ -105,26 +105,22 @@ pub struct Settings {
     pub load_start: String,
 }
 
-pub(crate) fn f0(x: f64) -> String {
+/// `x` with `digits` decimals, or "–" when it was not measured (NaN).
+fn fixed(x: f64, digits: usize) -> String {
     if x.is_finite() {
-        format!("{x:.0}")
+        format!("{x:.digits$}")
     } else {
         "–".into()
     }
+}
+pub(crate) fn f0(x: f64) -> String {
+    fixed(x, 0)
 }
 pub(crate) fn f1(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.1}")
-    } else {
-        "–".into()
-    }
+    fixed(x, 1)
 }
 pub(crate) fn f2(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.2}")
-    } else {
-        "–".into()
-    }
+    fixed(x, 2)
 }
 pub(crate) fn pct(x: f64) -> String {
     if x.is_finite() {
