@@ -57,6 +57,15 @@ pub async fn run(args: MockArgs) -> Result<()> {
         (Some(c), Some(k)) => Some(tls_config_from_files(&c, &k)?),
         _ => None,
     };
+    // Before the listening line: a signal sent as soon as it appears must stop the mock
+    // cleanly, not kill it with the default action.
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        )
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -77,21 +86,11 @@ pub async fn run(args: MockArgs) -> Result<()> {
     let mock = Mock::new(tls, opts)?;
     let stop = tokio_util::sync::CancellationToken::new();
     let threads = serve_on_workers(&mock, &listener.into_std()?, workers, &stop)?;
-    let signalled = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    };
-    signalled.await;
+    // SIGTERM or SIGINT stops it; the handlers were installed before the listening line.
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
     stop.cancel();
     tokio::task::spawn_blocking(move || {
         for t in threads {

@@ -64,8 +64,13 @@ pub fn listening_addrs(line: &str) -> Option<(SocketAddr, SocketAddr)> {
 
 /// Runs the proxy until SIGTERM / SIGINT.
 pub async fn run(opts: RunOptions) -> Result<()> {
+    // Before the listening line: a supervisor may signal as soon as it sees it, and a
+    // SIGHUP or SIGTERM that found no handler would kill the process (default action)
+    // instead of reloading or draining. Signals that arrive before the handlers run are
+    // kept by their streams.
+    let signals = Signals::install()?;
     let running = start(opts, CancellationToken::new()).await?;
-    spawn_signals(running.app.clone(), running.shutdown.clone())?;
+    signals.spawn(running.app.clone(), running.shutdown.clone());
     crate::reload::spawn_watch(running.app.clone(), running.shutdown.clone());
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     running.finished().await
@@ -228,29 +233,48 @@ fn pick(flag: Option<SocketAddr>, policy: Option<&str>, default: &str) -> Result
         .with_context(|| format!("{s:?} is not an address:port"))
 }
 
-fn spawn_signals(app: Arc<App>, shutdown: CancellationToken) -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading policy");
-                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                    let a = app.clone();
-                    let _ = tokio::task::spawn_blocking(move || a.reload(true)).await;
-                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+/// The proxy's SIGTERM, SIGINT and SIGHUP handlers, installed before it serves.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// SIGHUP reloads the policy; SIGTERM or SIGINT starts the drain.
+    fn spawn(self, app: Arc<App>, shutdown: CancellationToken) {
+        let Signals {
+            mut term,
+            mut int,
+            mut hup,
+        } = self;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading policy");
+                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                        let a = app.clone();
+                        let _ = tokio::task::spawn_blocking(move || a.reload(true)).await;
+                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                    }
                 }
             }
-        }
-        tracing::info!("shutting down: draining in-flight requests");
-        // systemd: stopping starts now (the drain may take up to --drain-seconds).
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-        shutdown.cancel();
-    });
-    Ok(())
+            tracing::info!("shutting down: draining in-flight requests");
+            // systemd: stopping starts now (the drain may take up to --drain-seconds).
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            shutdown.cancel();
+        });
+    }
 }

@@ -246,6 +246,33 @@ async fn sigterm_drains_an_open_stream_then_exits() {
     assert!(proxy.proc.output().contains("audit log flushed"));
 }
 
+/// A supervisor may signal the moment the listening line appears: the handlers must
+/// already be there, or the signal's default action kills the process (no drain, no
+/// flushed audit log, exit by signal instead of status 0). Same for the mock provider.
+/// The window was a few microseconds between the line and the handlers; a loaded CI
+/// machine hit it once (`policy_reload::sighup_reloads`, the proxy gone after SIGHUP).
+#[tokio::test]
+async fn sigterm_right_after_the_listening_line_drains_and_exits_cleanly() {
+    let pki = Pki::new(&["api.mock.test"]);
+    let mut mock = Mock::start_tls(&pki.chain, &pki.key, &[]);
+    mock.proc.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = mock.proc.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "mock did not exit in time");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}\n{}", mock.proc.output());
+    // The proxy only needs the (now closed) address for its policy; nothing is sent.
+    let mut proxy = Proxy::start(&mock_policy(&pki, mock.addr, ""));
+    proxy.proc.signal(libc::SIGTERM);
+    let status = exit_within(&mut proxy, Instant::now() + Duration::from_secs(10));
+    assert!(status.success(), "{status:?}\n{}", proxy.proc.output());
+    assert!(proxy.proc.output().contains("audit log flushed"));
+}
+
 /// Waits for the proxy process to exit, failing the test at `deadline`.
 fn exit_within(proxy: &mut Proxy, deadline: Instant) -> std::process::ExitStatus {
     loop {
