@@ -241,7 +241,7 @@ async fn sigterm_drains_an_open_stream_then_exits() {
     proxy.proc.signal(libc::SIGTERM);
     let text = resp.text().await.expect("stream completes during drain");
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
-    let status = exit_within(&mut proxy, Instant::now() + Duration::from_secs(10));
+    let status = exit_within(&mut proxy.proc, Instant::now() + Duration::from_secs(10));
     assert!(status.success());
     assert!(proxy.proc.output().contains("audit log flushed"));
 }
@@ -256,30 +256,26 @@ async fn sigterm_right_after_the_listening_line_drains_and_exits_cleanly() {
     let pki = Pki::new(&["api.mock.test"]);
     let mut mock = Mock::start_tls(&pki.chain, &pki.key, &[]);
     mock.proc.signal(libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = mock.proc.child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "mock did not exit in time");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut mock.proc, Instant::now() + Duration::from_secs(10));
     assert!(status.success(), "{status:?}\n{}", mock.proc.output());
     // The proxy only needs the (now closed) address for its policy; nothing is sent.
     let mut proxy = Proxy::start(&mock_policy(&pki, mock.addr, ""));
     proxy.proc.signal(libc::SIGTERM);
-    let status = exit_within(&mut proxy, Instant::now() + Duration::from_secs(10));
+    let status = exit_within(&mut proxy.proc, Instant::now() + Duration::from_secs(10));
     assert!(status.success(), "{status:?}\n{}", proxy.proc.output());
     assert!(proxy.proc.output().contains("audit log flushed"));
 }
 
-/// Waits for the proxy process to exit, failing the test at `deadline`.
-fn exit_within(proxy: &mut Proxy, deadline: Instant) -> std::process::ExitStatus {
+/// Waits for the process to exit, failing the test at `deadline`.
+fn exit_within(proc: &mut Proc, deadline: Instant) -> std::process::ExitStatus {
     loop {
-        if let Some(s) = proxy.proc.child.try_wait().expect("wait") {
+        if let Some(s) = proc.child.try_wait().expect("wait") {
             return s;
         }
-        assert!(Instant::now() < deadline, "proxy did not exit in time");
+        assert!(
+            Instant::now() < deadline,
+            "the process did not exit in time"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -304,7 +300,7 @@ async fn sigterm_cuts_a_stream_that_outlives_the_drain_deadline() {
     .await
     .expect("the cut stream ended");
     assert!(!rest.contains("[DONE]"), "the stream was not cut: {rest}");
-    let status = exit_within(&mut proxy, signalled + Duration::from_secs(15));
+    let status = exit_within(&mut proxy.proc, signalled + Duration::from_secs(15));
     assert!(
         signalled.elapsed() >= Duration::from_secs(4),
         "cut before the drain deadline"
