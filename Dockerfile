@@ -5,11 +5,17 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin llm-egress \
- && objcopy --strip-debug target/release/llm-egress /llm-egress
+ && objcopy --strip-debug target/release/llm-egress /llm-egress \
+ && mkdir -p -m 0700 /state/certs /state/audit
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /llm-egress /usr/local/bin/llm-egress
 COPY policies/00-default.toml /etc/llm-egress/policies/00-default.toml
+# The default command's CA, chain key and audit log live here. distroless has no shell to
+# mkdir, and user 65532 cannot create directories under /var/lib: without this a plain
+# `docker run` (or a fresh named volume, which takes the image directory's owner) fails
+# to create the CA. Kubernetes mounts an emptyDir here (deploy/kubernetes/).
+COPY --from=build --chown=65532:65532 /state /var/lib/llm-egress
 USER 65532:65532
 EXPOSE 8480 8481
 ENTRYPOINT ["/usr/local/bin/llm-egress"]
