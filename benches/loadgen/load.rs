@@ -164,10 +164,8 @@ async fn window(
         let a = snap();
         tokio::time::sleep_until(end.into()).await;
         let b = snap();
-        (
-            std::array::from_fn::<f64, 3, _>(|i| b.0[i] - a.0[i]),
-            std::array::from_fn::<f64, 3, _>(|i| b.1[i] - a.1[i]),
-        )
+        let delta = |a: [f64; 3], b: [f64; 3]| -> [f64; 3] { std::array::from_fn(|i| b[i] - a[i]) };
+        (delta(a.0, b.0), delta(a.1, b.1))
     });
     let mut set = JoinSet::new();
     for mut tx in conns {
