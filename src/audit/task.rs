@@ -16,6 +16,14 @@ use super::writer::{Msg, Pending, Shared};
 /// overflow queue or grow a batch without bound.
 const MAX_BATCH: usize = 4096;
 
+/// After writing a batch of more than one event — events arrive faster than they are
+/// written — the writer waits this long before it looks again, so a busy proxy's lines go
+/// out in a few large writes and its workers seldom have to wake the writer (with every
+/// allowed request audited, waking it for each line cost the proxy ~9 µs of CPU per
+/// request; docs/benchmarks.md, section 6). A lone event is written at once; shutdown or a
+/// full channel ends the wait early.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// What one turn of the loop collected.
 #[derive(Default)]
 struct Batch {
@@ -99,7 +107,14 @@ impl Writer {
                 }
             }
             batch.events.extend(self.shared.take_overflow(false));
+            let busy = batch.events.len() > 1;
             self.write(batch);
+            if busy {
+                tokio::select! {
+                    () = tokio::time::sleep(LINGER) => {}
+                    () = self.shared.notify.notified() => {}
+                }
+            }
         }
         // Stop accepting, then write whatever was accepted before.
         rx.close();
