@@ -41,6 +41,16 @@ fn protector_is_send_and_sync() {
     check::<StreamRestorer>();
 }
 
+/// The ciphers made for every seal and open wipe their key schedules when dropped, as
+/// `SivKey` wipes the key bytes (the `zeroize` features of aes and aes-siv in Cargo.toml;
+/// without them this does not compile).
+#[test]
+fn ciphers_wipe_their_keys_on_drop() {
+    fn check<T: zeroize::ZeroizeOnDrop>() {}
+    check::<aes_siv::siv::Aes256Siv>();
+    check::<aes::Aes256>();
+}
+
 #[test]
 fn detectors_fire_on_real_shapes() {
     let p = protector();
