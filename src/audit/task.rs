@@ -19,7 +19,7 @@ const MAX_BATCH: usize = 4096;
 /// After writing a batch of more than one event — events arrive faster than they are
 /// written — the writer waits this long before it looks again, so a busy proxy's lines go
 /// out in a few large writes and its workers seldom have to wake the writer (with every
-/// allowed request audited, waking it for each line cost the proxy ~9 µs of CPU per
+/// allowed request audited, waking it for each line cost the proxy ~7 µs of CPU per
 /// request; docs/benchmarks.md, section 6). A lone event is written at once; shutdown or a
 /// full channel ends the wait early.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
