@@ -80,6 +80,10 @@ impl Summary {
     /// Field-wise medians of several runs.
     pub fn median_of(runs: &[Summary]) -> Summary {
         let m = |f: fn(&Summary) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        // Per process (proxy, mock, load generator): the median of each slot over the runs.
+        let each = |f: fn(&Summary) -> [f64; 3]| -> [f64; 3] {
+            std::array::from_fn(|i| median(&runs.iter().map(|s| f(s)[i]).collect::<Vec<_>>()))
+        };
         Summary {
             rps: m(|s| s.rps),
             p50: m(|s| s.p50),
@@ -87,10 +91,8 @@ impl Summary {
             p99: m(|s| s.p99),
             ok: runs.iter().map(|s| s.ok).sum(),
             errors: runs.iter().map(|s| s.errors).sum(),
-            cpu: std::array::from_fn(|i| {
-                median(&runs.iter().map(|s| s.cpu[i]).collect::<Vec<_>>())
-            }),
-            cs: std::array::from_fn(|i| median(&runs.iter().map(|s| s.cs[i]).collect::<Vec<_>>())),
+            cpu: each(|s| s.cpu),
+            cs: each(|s| s.cs),
         }
     }
 }
